@@ -1,0 +1,157 @@
+"""The event log in a SQL database: `SQLiteEventLog` (embedded) and the same log on PostgreSQL.
+
+Events sit in one table ordered by `seq`; a consumer group is a committed position. Because
+the log shares the state store's database, the gateway appends a transaction's event in the
+same commit that stores the transaction (`append_in`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from tillflow.errors import EventLogError, StorageError
+from tillflow.model import CloudEvent, LoggedEvent
+from tillflow.storage.db import create_state_engine, lock_for_append, read_tx, sqlite_url, write_tx
+from tillflow.storage.sql import insert_for, to_us
+from tillflow.storage.tables import consumer_groups, events
+
+APPEND_LOCK = "tillflow.events.append"
+
+
+def _row(event: CloudEvent, logged_us: int) -> dict[str, Any]:
+    return {
+        "source": event.source,
+        "event_id": event.id,
+        "type": event.type,
+        "time": event.time.isoformat(),
+        "subject": event.subject,
+        "partitionkey": event.partitionkey,
+        "sequence": event.sequence,
+        "traceparent": event.traceparent,
+        "data": event.data,
+        "logged_us": logged_us,
+    }
+
+
+def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) -> list[int | None]:
+    """Append within the caller's transaction; returns each event's seq (None: a duplicate)."""
+    if not batch:
+        return []
+    lock_for_append(conn, APPEND_LOCK)
+    keys = [(e.source, e.id) for e in batch]
+    before = _known(conn, keys)
+    fresh: dict[tuple[str, str], CloudEvent] = {}
+    for key, event in zip(keys, batch, strict=True):
+        if key not in before:
+            fresh.setdefault(key, event)
+    if not fresh:
+        return [None] * len(batch)
+    conn.execute(insert_for(conn, events).on_conflict_do_nothing(), [_row(e, logged_us) for e in fresh.values()])
+    after = _known(conn, list(fresh))
+    seqs: list[int | None] = []
+    for key in keys:
+        seqs.append(after.get(key) if fresh.pop(key, None) is not None else None)
+    return seqs
+
+
+def _known(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    ids = {k[1] for k in keys}
+    rows = conn.execute(select(events.c.source, events.c.event_id, events.c.seq).where(events.c.event_id.in_(ids)))
+    wanted = set(keys)
+    return {(r.source, r.event_id): r.seq for r in rows if (r.source, r.event_id) in wanted}
+
+
+class SQLEventLog:
+    """The EventLog port on a SQLAlchemy engine (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def append_events(self, events_: Sequence[CloudEvent]) -> list[int | None]:
+        try:
+            with write_tx(self.engine) as conn:
+                return append_in(conn, events_, logged_us=_now_us())
+        except StorageError as exc:
+            raise EventLogError(str(exc)) from exc
+
+    def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
+        try:
+            with read_tx(self.engine) as conn:
+                position = self._position(conn, group)
+                rows = conn.execute(
+                    select(events).where(events.c.seq > position).order_by(events.c.seq).limit(limit)
+                ).all()
+        except StorageError as exc:
+            raise EventLogError(str(exc)) from exc
+        return [_logged(r) for r in rows]
+
+    def ack_events(self, group: str, events_: Sequence[LoggedEvent]) -> None:
+        if not events_:
+            return
+        last = max(e.seq for e in events_)
+        try:
+            with write_tx(self.engine) as conn:
+                stmt = insert_for(conn, consumer_groups).values(group_name=group, position=last, updated_us=_now_us())
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[consumer_groups.c.group_name],
+                        set_={
+                            "position": func.max(consumer_groups.c.position, stmt.excluded.position)
+                            if conn.dialect.name == "sqlite"
+                            else func.greatest(consumer_groups.c.position, stmt.excluded.position),
+                            "updated_us": stmt.excluded.updated_us,
+                        },
+                    )
+                )
+        except (StorageError, SQLAlchemyError) as exc:
+            raise EventLogError(f"ack for {group} failed: {exc}") from exc
+
+    def read_position(self, group: str) -> int:
+        with read_tx(self.engine) as conn:
+            return self._position(conn, group)
+
+    def read_head(self) -> int:
+        with read_tx(self.engine) as conn:
+            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+
+    @staticmethod
+    def _position(conn: Connection, group: str) -> int:
+        found = conn.execute(
+            select(consumer_groups.c.position).where(consumer_groups.c.group_name == group)
+        ).scalar_one_or_none()
+        return int(found or 0)
+
+
+class SQLiteEventLog(SQLEventLog):
+    """The embedded event log: one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        super().__init__(create_state_engine(sqlite_url(path), sqlite_synchronous=synchronous))
+
+
+def _logged(row: Any) -> LoggedEvent:
+    return LoggedEvent(
+        seq=row.seq,
+        event=CloudEvent(
+            id=row.event_id,
+            source=row.source,
+            type=row.type,
+            time=datetime.fromisoformat(row.time),
+            subject=row.subject,
+            partitionkey=row.partitionkey,
+            sequence=row.sequence,
+            traceparent=row.traceparent,
+            data=row.data,
+        ),
+    )
+
+
+def _now_us() -> int:
+    return to_us(datetime.now(UTC))
+

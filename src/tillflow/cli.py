@@ -1,0 +1,122 @@
+"""The `tillflow` command line: demo, hub, keys, schema."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tillflow.config import TillflowConfig, load_config
+from tillflow.errors import TillflowError
+
+app = typer.Typer(help="tillflow: tills, loyalty and ERP in step, exactly once.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for stores and administrators.", no_args_is_help=True)
+schema_app = typer.Typer(help="JSON Schema of the canonical model.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(schema_app, name="schema")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="TILLFLOW_CONFIG", help="YAML config file")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where the embedded state lives")]
+
+
+def _config(config: Path | None, data_dir: Path | None, **hub: object) -> TillflowConfig:
+    overrides = {k: v for k, v in hub.items() if v is not None}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    try:
+        return load_config(config, **overrides)
+    except TillflowError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def hub(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+) -> None:
+    """Run the hub: API gateway plus the flow consumers, embedded state."""
+    import uvicorn
+
+    from tillflow.bootstrap import bootstrap
+    from tillflow.hub.app import create_app
+
+    cfg = _config(config, data_dir, host=host, port=port)
+    services = bootstrap(cfg)
+    console.print(f"tillflow hub on http://{cfg.hub.host}:{cfg.hub.port} ({len(cfg.stores)} stores configured)")
+    uvicorn.run(create_app(services), host=cfg.hub.host, port=cfg.hub.port, log_level="warning", access_log=False)
+
+
+@keys_app.command("create")
+def keys_create(
+    store: Annotated[str | None, typer.Option("--store", help="bind the key to this store")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="an admin key (all stores, operations)")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print a new API key (shown once; only its hash is stored)."""
+    from tillflow.bootstrap import bootstrap
+
+    if (store is None) == (not admin):
+        console.print("[red]give either --store S or --admin[/red]")
+        raise typer.Exit(2)
+    cfg = _config(config, data_dir)
+    if store is not None and store not in cfg.store_ids():
+        console.print(f"[red]store {store!r} is not in the configuration[/red]")
+        raise typer.Exit(2)
+    services = bootstrap(cfg)
+    try:
+        typer.echo(services.keys.create_key(store_id=store, admin=admin))
+    finally:
+        services.close()
+
+
+@schema_app.command("export")
+def schema_export(directory: Annotated[Path, typer.Argument(help="where to write the schemas")]) -> None:
+    """Write the JSON Schema of every canonical model into DIRECTORY."""
+    from tillflow.model.schema import schema_documents
+
+    directory.mkdir(parents=True, exist_ok=True)
+    table = Table("schema", "bytes")
+    for name, text in schema_documents().items():
+        (directory / name).write_text(text)
+        table.add_row(name, str(len(text)))
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    stores: Annotated[int, typer.Option(help="how many stores send traffic")] = 20,
+    transactions: Annotated[int, typer.Option(help="how many transactions in all")] = 20_000,
+    batch: Annotated[int, typer.Option(help="transactions per HTTP batch")] = 200,
+    data_dir: DataDirOpt = None,
+    port: Annotated[int, typer.Option(help="hub port (0: any free port)")] = 0,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="leave the hub up afterwards")] = False,
+    seed: Annotated[int, typer.Option(help="traffic generator seed")] = 7,
+    json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Start a hub, drive POS traffic from N stores through it, and print what happened."""
+    from tillflow.sim.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        stores=stores,
+        transactions=transactions,
+        batch=batch,
+        data_dir=data_dir,
+        port=port,
+        keep_running=keep_running,
+        seed=seed,
+        json_out=json_out,
+    )
+    sys.exit(run_demo(settings))
+
+
+if __name__ == "__main__":
+    app()

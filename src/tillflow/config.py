@@ -1,0 +1,83 @@
+"""Configuration: one YAML file plus `TILLFLOW_*` environment overrides.
+
+Environment variables win over the file; nested keys use a double underscore
+(``TILLFLOW_HUB__PORT=9000``). Secrets come only from the environment. A bad value fails at
+start with the path of the bad key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tillflow.errors import ConfigError
+from tillflow.model import Store
+
+
+class HubSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    # The state store (and embedded event log). Default: a SQLite file in data_dir.
+    state_url: str | None = None
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    max_batch_records: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    workers: bool = True  # run the flow consumers inside the hub process
+
+    def resolved_state_url(self) -> str:
+        return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
+
+
+class TillflowConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TILLFLOW_", env_nested_delimiter="__", extra="forbid")
+
+    hub: HubSettings = HubSettings()
+    stores: list[Store] = []
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings  # the environment overrides the YAML file
+
+    def store_ids(self) -> frozenset[str]:
+        return frozenset(s.store_id for s in self.stores)
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> TillflowConfig:
+    """Read the YAML file (if any), apply the environment, validate; ConfigError names the key."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        data = loaded
+    for key, value in overrides.items():
+        data.setdefault("hub", {})[key] = value
+    try:
+        return TillflowConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from exc
+
+
+def dump_config(config: TillflowConfig) -> str:
+    """The configuration as YAML (for `tillflow demo` to write the config it runs with)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)

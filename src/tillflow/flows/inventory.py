@@ -1,0 +1,117 @@
+"""Inventory flow: every completed transaction becomes stock movements, exactly once.
+
+Sales take stock out, returns bring it back (unless the returned goods are damaged), a
+post-void reverses what the voided transaction moved, and non-stock and service items never
+move stock. A void that arrives before the transaction it cancels is remembered, so the late
+original then moves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from tillflow.model import (
+    InventoryMovement,
+    ItemType,
+    LineAction,
+    LoggedEvent,
+    MovementReason,
+    Transaction,
+    TransactionKind,
+)
+from tillflow.model.events import TRANSACTION_COMPLETED
+from tillflow.ports import InventoryLedger, InventoryPlan
+
+FLOW = "inventory"
+
+
+def movements_for(tx: Transaction) -> list[InventoryMovement]:
+    """The stock movements of a sale, return or exchange (none for a post-void)."""
+    out = []
+    for line in tx.lines:
+        if line.item_type is not ItemType.STOCK:
+            continue
+        if line.action is LineAction.SALE:
+            quantity, reason = -line.quantity, MovementReason.SALE
+        elif line.restock:
+            quantity, reason = line.quantity, MovementReason.RETURN
+        else:
+            continue  # damaged goods do not go back on the shelf
+        out.append(
+            InventoryMovement(
+                store_id=tx.store_id,
+                sku=line.sku,
+                quantity=quantity,
+                uom=line.uom,
+                reason=reason,
+                transaction_id=tx.transaction_id,
+                line_no=line.line_no,
+                occurred_at=tx.ended_at,
+            )
+        )
+    return out
+
+
+def reversal_of(movements: Iterable[InventoryMovement], void: Transaction) -> list[InventoryMovement]:
+    """The movements that undo `movements`, caused by the post-void `void`."""
+    return [
+        m.model_copy(update={"quantity": -m.quantity, "reason": MovementReason.VOID, "occurred_at": void.ended_at})
+        for m in movements
+    ]
+
+
+def event_key(event: LoggedEvent) -> str:
+    """The dedupe key of an event: CloudEvents source + id."""
+    return f"{event.event.source} {event.event.id}"
+
+
+def decode_transactions(events: Sequence[LoggedEvent]) -> list[tuple[LoggedEvent, Transaction]]:
+    """The transaction-completed events of a batch with their transactions."""
+    return [
+        (e, Transaction.model_validate_json(e.event.data))
+        for e in events
+        if e.event.type == TRANSACTION_COMPLETED
+    ]
+
+
+def plan_inventory(events: Sequence[LoggedEvent], *, ledger: InventoryLedger) -> InventoryPlan:
+    """Work out what a batch of events does to stock; events already applied are left out."""
+    done = ledger.find_processed(FLOW, [event_key(e) for e in events])
+    events = [e for e in events if event_key(e) not in done]
+    decoded = decode_transactions(events)
+    void_targets = [tx.voided.transaction_id for _, tx in decoded if tx.voided is not None]
+    earlier = ledger.find_movements(void_targets) if void_targets else {}
+    originals = [tx.transaction_id for _, tx in decoded if tx.kind is not TransactionKind.VOID]
+    voided = ledger.find_voided(originals) if originals else set()
+
+    moved: dict[str, list[InventoryMovement]] = dict(earlier)
+    movements: list[InventoryMovement] = []
+    voids: list[tuple[str, str]] = []
+    hops: list[tuple[str, str, str | None]] = []
+    for _, tx in decoded:
+        tx_id = tx.transaction_id
+        if tx.voided is not None:
+            target = tx.voided.transaction_id
+            reversal = reversal_of(moved.pop(target, ()), tx)
+            movements.extend(reversal)
+            voids.append((target, tx_id))
+            voided.add(target)
+            hops.append((tx_id, "inventory.applied", f"{len(reversal)} movements reversed for {target}"))
+        elif tx_id in voided:
+            hops.append((tx_id, "inventory.applied", "no movement: already post-voided"))
+        else:
+            own = movements_for(tx)
+            moved[tx_id] = own
+            movements.extend(own)
+            hops.append((tx_id, "inventory.applied", f"{len(own)} movements"))
+    return InventoryPlan(
+        event_keys=tuple(event_key(e) for e in events),
+        movements=tuple(movements),
+        voids=tuple(voids),
+        hops=tuple(hops),
+    )
+
+
+def apply_inventory(events: Sequence[LoggedEvent], *, ledger: InventoryLedger) -> int:
+    """Handler of the inventory consumer group: plan the batch and record it once."""
+    return ledger.record_movements(plan_inventory(events, ledger=ledger), flow=FLOW)

@@ -1,0 +1,49 @@
+"""Liveness, readiness and the operational figures the demo and operators read."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from tillflow.hub.api.transactions import json_response
+from tillflow.hub.auth import require_admin
+from tillflow.ports import Principal
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+def _check_ready(request: Request) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        with request.app.state.services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["state_store"] = "ok"
+    except Exception as exc:  # any failure means not ready; say which
+        checks["state_store"] = f"failed: {type(exc).__name__}"
+    for thread in request.app.state.consumer_threads:
+        checks[thread.name] = "ok" if thread.is_alive() else "stopped"
+    return checks
+
+
+@router.get("/readyz", summary="The state store answers and the consumers run")
+async def readyz(request: Request) -> Response:
+    checks = await run_in_threadpool(_check_ready, request)
+    ready = all(v == "ok" for v in checks.values())
+    return json_response({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/v1/stats", summary="Counts, consumer lag and end-to-end latency")
+async def stats(request: Request, _: Principal = Depends(require_admin)) -> Response:
+    figures = await run_in_threadpool(request.app.state.stats.read_stats)
+    figures["consumers"] = {
+        r.group: {"events": r.stats.events, "batches": r.stats.batches, "failures": r.stats.failures, "last_error": r.stats.last_error}
+        for r in request.app.state.consumers
+    }
+    return json_response(figures)

@@ -1,0 +1,142 @@
+"""`/v1/transactions`: batch ingest, one transaction, and its trace timeline."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from tillflow.hub.auth import require_key
+from tillflow.hub.ingest import forbidden_records, ingest_records
+from tillflow.hub.problems import Problem
+from tillflow.model import Transaction
+from tillflow.observe.trace import child_traceparent, trace_id_of
+from tillflow.ports import Principal, StoredTransaction
+
+router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
+
+_BATCH_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["transactions"],
+                    "properties": {
+                        "transactions": {
+                            "type": "array",
+                            "maxItems": 1000,
+                            "items": {"$ref": "#/components/schemas/Transaction"},
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, "Body too large", f"the body limit is {limit} bytes", type_="body-too-large")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise Problem(413, "Body too large", f"the body limit is {limit} bytes", type_="body-too-large")
+    return bytes(chunks)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+@router.post("", openapi_extra=_BATCH_SCHEMA, summary="Submit a batch of canonical transactions")
+async def post_transactions(request: Request, principal: Principal = Depends(require_key)) -> Response:
+    """Answers per record: accepted / duplicate / conflict / invalid (field path and reason)."""
+    services = request.app.state.services
+    hub = services.config.hub
+    body = await read_body(request, hub.max_body_bytes)
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, "Malformed JSON", str(exc), type_="malformed-json") from exc
+    records = doc.get("transactions") if isinstance(doc, dict) else None
+    if not isinstance(records, list):
+        raise Problem(400, "Not a batch", 'the body is {"transactions": [...]}', type_="not-a-batch")
+    if len(records) > hub.max_batch_records:
+        raise Problem(
+            413,
+            "Batch too large",
+            f"{len(records)} records; the limit is {hub.max_batch_records}",
+            type_="batch-too-large",
+        )
+    forbidden = forbidden_records(records, principal, services.config.store_ids())
+    if forbidden:
+        raise Problem(403, "Store not allowed", "; ".join(forbidden[:20]), type_="forbidden-store")
+    traceparent = child_traceparent(request.headers.get("traceparent"))
+    results = await run_in_threadpool(
+        ingest_records, records, services.transactions, traceparent=traceparent
+    )
+    request.app.state.wake_consumers()
+    counts = Counter(r.status.value for r in results)
+    return json_response(
+        {"results": [r.as_json() for r in results], "summary": {k: counts.get(k, 0) for k in _STATUSES}},
+        headers={"traceparent": traceparent},
+    )
+
+
+_STATUSES = ("accepted", "duplicate", "conflict", "invalid")
+
+
+def _find(request: Request, transaction_id: str, principal: Principal) -> StoredTransaction:
+    stored: StoredTransaction | None = request.app.state.services.transactions.get_transaction(transaction_id)
+    if stored is None or not principal.may_act_for(stored.store_id):
+        raise Problem(404, "Transaction not found", transaction_id, type_="not-found")
+    return stored
+
+
+@router.get("/{transaction_id}", summary="One accepted transaction")
+async def get_transaction(
+    transaction_id: str, request: Request, principal: Principal = Depends(require_key)
+) -> Response:
+    stored = await run_in_threadpool(_find, request, transaction_id, principal)
+    return json_response(
+        {
+            "transaction_id": stored.transaction_id,
+            "received_at": stored.received_at.isoformat(),
+            "logged_at": stored.logged_at.isoformat(),
+            "event_seq": stored.event_seq,
+            "conflicts": stored.conflicts,
+            "transaction": Transaction.model_validate_json(stored.data).model_dump(mode="json"),
+        }
+    )
+
+
+@router.get("/{transaction_id}/trace", summary="Every hop of one transaction, with timestamps")
+async def get_trace(transaction_id: str, request: Request, principal: Principal = Depends(require_key)) -> Response:
+    stored = await run_in_threadpool(_find, request, transaction_id, principal)
+    start = stored.received_at
+    return json_response(
+        {
+            "transaction_id": stored.transaction_id,
+            "traceparent": stored.traceparent,
+            "trace_id": trace_id_of(stored.traceparent),
+            "hops": [
+                {
+                    "hop": h.hop,
+                    "at": h.at.isoformat(),
+                    "since_received_ms": round((h.at - start).total_seconds() * 1000, 3),
+                    "detail": h.detail,
+                }
+                for h in stored.hops
+            ],
+        }
+    )

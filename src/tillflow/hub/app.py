@@ -1,0 +1,71 @@
+"""The hub's FastAPI application: gateway routers, problem+json errors, in-process consumers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import tillflow
+from tillflow.bootstrap import Services
+from tillflow.hub.api import health, inventory, transactions
+from tillflow.hub.problems import install_problem_handlers
+from tillflow.model import Transaction
+from tillflow.storage.stats import SqlStatsReader
+
+
+def create_app(services: Services) -> FastAPI:
+    """The hub app over wired services; consumers start with the app and stop with it."""
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.consumer_threads = [c.start(stop) for c in app.state.consumers]
+        yield
+        stop.set()
+        for consumer in app.state.consumers:
+            consumer.wake.set()
+        for thread in app.state.consumer_threads:
+            thread.join(timeout=10)
+        services.close()
+
+    app = FastAPI(
+        title="tillflow hub",
+        version=tillflow.__version__,
+        description="Retail integration hub: tills, loyalty and ERP in step, exactly once.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.stats = SqlStatsReader(services.engine)
+    app.state.consumers = services.consumers() if services.config.hub.workers else []
+    app.state.consumer_threads = []
+
+    def wake_consumers() -> None:
+        for consumer in app.state.consumers:
+            consumer.wake.set()
+
+    app.state.wake_consumers = wake_consumers
+    install_problem_handlers(app)
+    for router in (transactions.router, inventory.router, health.router):
+        app.include_router(router)
+    _publish_transaction_schema(app)
+    return app
+
+
+def _publish_transaction_schema(app: FastAPI) -> None:
+    """Put the canonical Transaction schema into the OpenAPI document the batch body refers to."""
+    base = app.openapi
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base()
+        defs = Transaction.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(defs.pop("$defs", {}))
+        components["Transaction"] = defs
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

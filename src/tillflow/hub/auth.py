@@ -1,0 +1,27 @@
+"""API-key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from tillflow.hub.problems import Problem
+from tillflow.ports import Principal
+
+
+def require_key(request: Request) -> Principal:
+    """The principal of the request's key; 401 problem when missing or invalid."""
+    header = request.headers.get("authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    if not key:
+        raise Problem(401, "API key required", "send Authorization: Bearer <key>", type_="unauthenticated")
+    principal = request.app.state.services.keys.authenticate(key)
+    if principal is None:
+        raise Problem(401, "Invalid API key", "the key is unknown or revoked", type_="unauthenticated")
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    principal = require_key(request)
+    if not principal.is_admin:
+        raise Problem(403, "Admin key required", "this endpoint needs an admin key", type_="forbidden")
+    return principal

@@ -1,0 +1,110 @@
+"""Taking a batch of canonical transactions: validate once, authorise, judge, store and log.
+
+Each record gets its own answer (accepted / duplicate / conflict / invalid with the field
+path and reason); one bad record never stops the rest. Accepted records and their events
+are written in one commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from tillflow.model import Transaction, TransactionRef
+from tillflow.ports import IncomingTransaction, Principal, TransactionStore, Verdict
+
+_dump = Transaction.__pydantic_serializer__.to_json
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic error location as a readable path: ``lines[0].quantity`` (``$``: the record)."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "$"
+
+
+def errors_of(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": field_path(e["loc"]), "reason": e["msg"].removeprefix("Value error, ")}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+@dataclass
+class RecordResult:
+    index: int
+    status: Verdict
+    transaction_id: str | None = None
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status.value}
+        if self.transaction_id:
+            out["transaction_id"] = self.transaction_id
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+def forbidden_records(records: Sequence[Any], principal: Principal, known_stores: frozenset[str]) -> list[str]:
+    """Why records may not be taken with this key (unknown store, or another store's key)."""
+    reasons = []
+    for i, record in enumerate(records):
+        store = record.get("store_id") if isinstance(record, dict) else None
+        if not isinstance(store, str):
+            continue  # judged as invalid below
+        if store not in known_stores:
+            reasons.append(f"record {i}: store {store!r} is not configured")
+        elif not principal.may_act_for(store):
+            reasons.append(f"record {i}: this key is for store {principal.store_id}, not {store}")
+    return reasons
+
+
+def validate_records(records: Sequence[Any], traceparent: str | None) -> tuple[list[RecordResult], list[IncomingTransaction], list[int]]:
+    """Validate each record; returns all results (valid ones pending), the valid ones and their indexes."""
+    results: list[RecordResult] = []
+    valid: list[IncomingTransaction] = []
+    positions: list[int] = []
+    for i, record in enumerate(records):
+        try:
+            tx = Transaction.model_validate(record)
+        except ValidationError as exc:
+            tx_id = _id_hint(record)
+            results.append(RecordResult(i, Verdict.INVALID, tx_id, errors_of(exc)))
+            continue
+        data = _dump(tx)
+        valid.append(IncomingTransaction(tx, data, hashlib.sha256(data).hexdigest(), traceparent))
+        positions.append(len(results))
+        results.append(RecordResult(i, Verdict.ACCEPTED, tx.transaction_id))
+    return results, valid, positions
+
+
+def ingest_records(
+    records: Sequence[Any], store: TransactionStore, *, traceparent: str | None, received_at: datetime | None = None
+) -> list[RecordResult]:
+    """Validate, then record the valid ones in one commit; one result per record, in order."""
+    received_at = received_at or datetime.now(UTC)
+    results, valid, positions = validate_records(records, traceparent)
+    verdicts = store.record_batch(valid, received_at=received_at) if valid else []
+    for pos, verdict in zip(positions, verdicts, strict=True):
+        results[pos].status = verdict
+    return results
+
+
+def _id_hint(record: Any) -> str | None:
+    """The transaction id of an invalid record, when its identity fields are readable."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        ref = TransactionRef.model_validate(
+            {k: record.get(k) for k in ("store_id", "register_id", "business_day", "sequence")}
+        )
+    except ValidationError:
+        return None
+    return ref.transaction_id

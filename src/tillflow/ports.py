@@ -1,0 +1,155 @@
+"""The ports: what flows, the gateway and the runners depend on. Adapters implement them.
+
+Each port is a small Protocol with verb-noun methods. Values crossing a port are model
+objects or the small frozen records defined here; no driver type ever does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from tillflow.model import CloudEvent, InventoryMovement, LoggedEvent, Transaction
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class EventLog(Protocol):
+    """An append-only log of CloudEvents read by consumer groups, each with its own position."""
+
+    def append_events(self, events: Sequence[CloudEvent]) -> list[int | None]:
+        """Append events; one whose source+id is already logged is skipped (None)."""
+        ...
+
+    def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
+        """The next events past the group's committed position, oldest first."""
+        ...
+
+    def ack_events(self, group: str, events: Sequence[LoggedEvent]) -> None:
+        """Commit the group's position past these (handled) events."""
+        ...
+
+    def read_position(self, group: str) -> int:
+        """The last sequence the group has committed (0 before its first ack)."""
+        ...
+
+    def read_head(self) -> int:
+        """The sequence of the newest event in the log (0 when empty)."""
+        ...
+
+
+class Verdict(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingTransaction:
+    """A validated transaction on its way into the store, with its canonical bytes."""
+
+    transaction: Transaction
+    data: bytes
+    digest: str
+    traceparent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceHop:
+    hop: str
+    at: datetime
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransaction:
+    transaction_id: str
+    store_id: str
+    data: bytes
+    received_at: datetime
+    logged_at: datetime
+    event_seq: int | None
+    traceparent: str | None
+    conflicts: int = 0
+    hops: tuple[TraceHop, ...] = field(default=())
+
+
+class TransactionStore(Protocol):
+    """Where accepted transactions live; accepting one also logs its event, in one commit."""
+
+    def record_batch(
+        self, batch: Sequence[IncomingTransaction], *, received_at: datetime
+    ) -> list[Verdict]:
+        """Store the new transactions and append their events atomically; judge repeats."""
+        ...
+
+    def get_transaction(self, transaction_id: str) -> StoredTransaction | None:
+        """One stored transaction with its trace timeline, or None."""
+        ...
+
+
+class InventoryLedger(Protocol):
+    """Stock positions per store and SKU, and the movements that made them."""
+
+    def find_processed(self, flow: str, event_keys: Sequence[str]) -> set[str]:
+        """Those of these events that `flow` has already applied."""
+        ...
+
+    def find_movements(self, transaction_ids: Sequence[str]) -> dict[str, list[InventoryMovement]]:
+        """The movements already recorded for these transactions."""
+        ...
+
+    def find_voided(self, transaction_ids: Sequence[str]) -> set[str]:
+        """Those of these transactions that a post-void has already cancelled."""
+        ...
+
+    def record_movements(self, plan: InventoryPlan, *, flow: str) -> int:
+        """Record a plan's movements, positions and processed events in one commit."""
+        ...
+
+    def read_position(self, store_id: str, sku: str) -> Decimal | None:
+        """The store's stock of `sku`, or None when it never moved."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryPlan:
+    """What one batch of transaction events does to stock, computed by the inventory flow."""
+
+    event_keys: tuple[str, ...]
+    movements: tuple[InventoryMovement, ...]
+    voids: tuple[tuple[str, str], ...]  # (voided transaction id, void transaction id)
+    hops: tuple[tuple[str, str, str | None], ...]  # (transaction id, hop, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who an API key speaks for: one store, or an admin (every store)."""
+
+    key_id: str
+    store_id: str | None
+    is_admin: bool
+
+    def may_act_for(self, store_id: str) -> bool:
+        return self.is_admin or self.store_id == store_id
+
+
+class KeyStore(Protocol):
+    """API keys, kept hashed."""
+
+    def create_key(self, *, store_id: str | None = None, admin: bool = False) -> str:
+        """Make a key for one store (or an admin key); the key is returned once, never stored."""
+        ...
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal of a valid, unrevoked key, or None."""
+        ...

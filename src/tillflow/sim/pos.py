@@ -1,0 +1,381 @@
+"""POS traffic: a seeded stream of realistic, valid canonical transactions.
+
+Demo stores in five tax regimes ring up sales, returns, post-voids and exchanges. Every amount
+is worked out to the currency's minor unit, so each `Transaction` passes the model's invariants
+when it is constructed. Everything follows from the seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+from tillflow.model import (
+    ItemType,
+    LineAction,
+    LineItem,
+    Product,
+    Store,
+    TenderKind,
+    Transaction,
+    TransactionKind,
+    TransactionRef,
+    UnitOfMeasure,
+    minor_unit,
+    round_to_minor,
+)
+
+D = Decimal
+ZERO, ONE = D(0), D(1)
+Row = dict[str, Any]  # a record on its way to pydantic: validated once, as a whole transaction
+
+
+class Regime(NamedTuple):
+    currency: str
+    timezone: str
+    city: str
+    inclusive: bool  # VAT in the shelf price, or sales tax added at the till (US)
+    standard: tuple[str, Decimal]  # tax code and rate of general merchandise
+    reduced: tuple[str, Decimal]  # ... and of food
+    price_level: Decimal  # shelf prices relative to EUR
+    note: Decimal  # the smallest banknote a customer pays cash with
+
+
+REGIMES: dict[str, Regime] = {
+    "eu": Regime("EUR", "Europe/Paris", "Paris", True, ("V20", D("0.20")), ("V07", D("0.07")), ONE, D(5)),
+    "uk": Regime("GBP", "Europe/London", "London", True, ("S20", D("0.20")), ("Z00", ZERO), D("0.86"), D(5)),
+    "us": Regime("USD", "America/Chicago", "Austin", False, ("TX", D("0.0825")), ("EXEMPT", ZERO), D("1.08"), ONE),
+    "jp": Regime("JPY", "Asia/Tokyo", "Tokyo", True, ("J10", D("0.10")), ("J08", D("0.08")), D(160), D(1000)),
+    "se": Regime("SEK", "Europe/Stockholm", "Stockholm", True, ("M25", D("0.25")), ("M12", D("0.12")), D("11.5"), D(20)),
+}
+
+FOOD = frozenset({"GROCERY", "PRODUCE", "BAKERY", "DELI"})  # the reduced tax class
+# sku, description, department, EUR price (per KG when weighed), item type, unit of measure
+_S, _N, _V, _EA, _KG = ItemType.STOCK, ItemType.NON_STOCK, ItemType.SERVICE, UnitOfMeasure.EACH, UnitOfMeasure.KILOGRAM
+_ITEMS: tuple[tuple[str, str, str, str, ItemType, UnitOfMeasure], ...] = (
+    ("GRO-0001", "Pasta 500 g", "GROCERY", "1.29", _S, _EA),
+    ("GRO-0002", "Olive oil 750 ml", "GROCERY", "6.99", _S, _EA),
+    ("GRO-0003", "Coffee beans 1 kg", "GROCERY", "12.49", _S, _EA),
+    ("GRO-0004", "Chopped tomatoes 400 g", "GROCERY", "0.89", _S, _EA),
+    ("GRO-0005", "Breakfast cereal", "GROCERY", "3.49", _S, _EA),
+    ("GRO-0006", "Orange juice 1 l", "GROCERY", "2.19", _S, _EA),
+    ("BAK-0001", "Sourdough loaf", "BAKERY", "3.80", _S, _EA),
+    ("BAK-0002", "Croissant", "BAKERY", "1.10", _S, _EA),
+    ("BAK-0003", "Baguette", "BAKERY", "1.35", _S, _EA),
+    ("HOU-0001", "Dish soap", "HOUSEHOLD", "2.29", _S, _EA),
+    ("HOU-0002", "Paper towels 4 pack", "HOUSEHOLD", "4.99", _S, _EA),
+    ("HOU-0003", "Laundry detergent", "HOUSEHOLD", "11.99", _S, _EA),
+    ("HOU-0004", "LED bulb", "HOUSEHOLD", "5.49", _S, _EA),
+    ("APP-0001", "T-shirt", "APPAREL", "12.99", _S, _EA),
+    ("APP-0002", "Socks 3 pack", "APPAREL", "8.99", _S, _EA),
+    ("APP-0003", "Rain jacket", "APPAREL", "59.90", _S, _EA),
+    ("APP-0004", "Jeans", "APPAREL", "39.95", _S, _EA),
+    ("PRO-0001", "Bananas", "PRODUCE", "1.99", _S, _KG),
+    ("PRO-0002", "Apples", "PRODUCE", "2.79", _S, _KG),
+    ("PRO-0003", "Vine tomatoes", "PRODUCE", "3.49", _S, _KG),
+    ("PRO-0004", "Potatoes", "PRODUCE", "1.29", _S, _KG),
+    ("DEL-0001", "Cheddar", "DELI", "14.90", _S, _KG),
+    ("NSM-0001", "Carrier bag", "SUNDRY", "0.20", _N, _EA),
+    ("SVC-0001", "Gift wrap", "SERVICES", "2.50", _V, _EA),
+)
+_EUR_PRICE = {sku: D(price) for sku, _, _, price, _, _ in _ITEMS}
+CATALOG: tuple[Product, ...] = tuple(
+    Product(sku=sku, description=text, department=dept, item_type=kind, uom=uom,
+            tax_code="reduced" if dept in FOOD else "standard")  # a tax class: codes differ by regime
+    for sku, text, dept, _, kind, uom in _ITEMS
+)
+_EACH = tuple(p for p in CATALOG if p.item_type is _S and p.uom is _EA)
+_WEIGHED = tuple(p for p in CATALOG if p.uom is _KG)
+_BAG, _WRAP = CATALOG[-2], CATALOG[-1]
+_BY_DEPT = {d: tuple(p for p in _EACH if p.department == d) for d in {p.department or "" for p in _EACH}}
+
+_SIZES = tuple(n for n, w in zip(range(1, 9), (10, 14, 17, 17, 15, 11, 9, 7), strict=True) for _ in range(w))
+_QTYS = (ONE,) * 17 + (D(2),) * 2 + (D(3),)
+_PROMOS: tuple[tuple[str, Decimal | None], ...] = (
+    ("PROMO-10OFF", D("0.10")), ("PROMO-20OFF", D("0.20")), ("PROMO-25OFF", D("0.25")), ("PROMO-SAVE50", None),
+)  # None: a fixed reduction, worth EUR 0.50 in the local currency
+_SHARES = (D("0.25"), D("0.4"), D("0.5"), D("0.6"), D("0.75"))
+_SCHEMES = ("visa", "mastercard", "amex", "maestro")
+_NOTES = (ONE, D(2), D(4), D(10))
+_POOL, _RECENT = 256, 16  # returnable sales kept per store; voidable sales kept per register
+
+
+def demo_stores(n: int) -> list[Store]:
+    """`n` demo stores, S001 onwards, spread round-robin over the regions eu, uk, us, jp and se."""
+    regions = list(REGIMES)
+    stores = []
+    for i in range(n):
+        region = regions[i % len(regions)]
+        regime = REGIMES[region]
+        stores.append(Store(
+            store_id=f"S{i + 1:03d}", name=f"Demo {regime.city} {i // len(regions) + 1}", brand="demo",
+            region=region, currency=regime.currency, timezone=regime.timezone, registers=("R01", "R02"),
+        ))
+    return stores
+
+
+def _local_price(eur: Decimal, regime: Regime) -> Decimal:
+    """A shelf price in the regime's currency, ending in 9 like real ones (EUR 1.29, JPY 209)."""
+    q = minor_unit(regime.currency)
+    step = q * 10
+    price = (eur * regime.price_level / step).quantize(ONE, ROUND_HALF_UP) * step
+    return price - q if price > step * 10 else max(price, step)
+
+
+@dataclass(slots=True)
+class _Sale:
+    tx: Transaction
+    ref: TransactionRef
+    open_lines: list[LineItem]  # stock lines not returned yet
+    voided: bool = False
+    returned: bool = False
+
+
+@dataclass(slots=True)
+class _Till:
+    register_id: str
+    operator_id: str
+    clock: datetime
+    closing: datetime
+    last: datetime
+    sequence: int = 0
+    recent: list[_Sale] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Shop:
+    store: Store
+    regime: Regime
+    prices: dict[str, Decimal]
+    codes: dict[str, str]  # sku -> tax code
+    rates: dict[str, tuple[Decimal, Decimal]]  # tax code -> rate, 1 + rate
+    fixed_off: Decimal
+    tills: list[_Till]
+    sales: list[_Sale] = field(default_factory=list)
+    ring: int = 0
+    turn: int = 0
+
+
+def _open(store: Store, number: int, day: date) -> _Shop:
+    regime = REGIMES.get(store.region)
+    if regime is None or regime.currency != store.currency:
+        raise ValueError(f"store {store.store_id}: no tax regime for {store.region}/{store.currency}")
+    if not store.registers:
+        raise ValueError(f"store {store.store_id} has no registers")
+    tz = ZoneInfo(store.timezone)
+    opening, closing = (datetime.combine(day, time(h), tzinfo=tz) for h in (7, 21))
+    last = datetime.combine(day, time.max, tzinfo=tz)
+    tills = [_Till(r, f"E{number:03d}{i:02d}", opening, closing, last) for i, r in enumerate(store.registers, 1)]
+    return _Shop(
+        store, regime,
+        prices={p.sku: _local_price(_EUR_PRICE[p.sku], regime) for p in CATALOG},
+        codes={p.sku: (regime.reduced if p.tax_code == "reduced" else regime.standard)[0] for p in CATALOG},
+        rates={code: (rate, 1 + rate) for code, rate in (regime.standard, regime.reduced)},
+        fixed_off=_local_price(D("0.50"), regime), tills=tills,
+    )
+
+
+class PosTrafficGenerator:
+    """Transactions of `stores` on `business_day`, round-robin over stores and their registers."""
+
+    def __init__(self, stores: Sequence[Store], *, business_day: date, seed: int = 0) -> None:
+        if not stores:
+            raise ValueError("no stores to generate traffic for")
+        self._rng = random.Random(seed)
+        self._day = business_day
+        self._shops = [_open(store, i, business_day) for i, store in enumerate(stores, 1)]
+        self._turn = 0
+
+    def catalog(self) -> list[Product]:
+        return list(CATALOG)
+
+    def transactions(self, n: int) -> list[Transaction]:
+        return [self.next_transaction() for _ in range(n)]
+
+    def next_transaction(self) -> Transaction:
+        rng = self._rng
+        shop = self._shops[self._turn]
+        self._turn = (self._turn + 1) % len(self._shops)
+        till = shop.tills[shop.turn]
+        shop.turn = (shop.turn + 1) % len(shop.tills)
+        till.sequence += 1
+        # a day of trading 07:00-21:00; past closing an overloaded till keeps going in microseconds
+        if till.clock < till.closing:
+            gap = timedelta(seconds=rng.randint(20, 240))
+        else:
+            gap = timedelta(microseconds=rng.randint(1, 500))
+        till.clock = min(till.clock + gap, till.last)
+        head: Row = {
+            "store_id": shop.store.store_id, "register_id": till.register_id, "business_day": self._day,
+            "sequence": till.sequence, "currency": shop.regime.currency, "started_at": till.clock - gap // 2,
+            "ended_at": till.clock, "operator_id": till.operator_id,
+        }
+        r = rng.random()
+        tx = None
+        if r < 0.05:
+            tx = self._return(shop, head)
+        elif r < 0.06:
+            tx = self._void(till, head)
+        elif r < 0.07:
+            tx = self._exchange(shop, head)
+        return tx or self._sale(shop, till, head)
+
+    def _sale(self, shop: _Shop, till: _Till, head: Row) -> Transaction:
+        rng = self._rng
+        n = rng.choice(_SIZES)
+        items = [self._line(shop, i, rng.choice(_WEIGHED if rng.random() < 0.16 else _EACH)) for i in range(1, n + 1)]
+        if n < 8 and rng.random() < 0.25:
+            n += 1
+            items.append(self._line(shop, n, _BAG))
+        if n < 8 and rng.random() < 0.03:
+            items.append(self._line(shop, n + 1, _WRAP))
+        member = rng.random() < 0.4
+        head.update(kind=TransactionKind.SALE, customer={"member_id": f"M{rng.randrange(1, 100_000):06d}"} if member else None)
+        tx = self._close(shop, head, items, None, member)
+        sale = _Sale(tx, tx.ref, [line for line in tx.lines if line.item_type is _S])
+        if len(shop.sales) < _POOL:
+            shop.sales.append(sale)
+        else:
+            shop.sales[shop.ring] = sale
+            shop.ring = (shop.ring + 1) % _POOL
+        till.recent.append(sale)
+        if len(till.recent) > _RECENT:
+            del till.recent[0]
+        return tx
+
+    def _line(self, shop: _Shop, line_no: int, product: Product) -> tuple[Row, Decimal]:
+        rng, currency = self._rng, shop.regime.currency
+        price = shop.prices[product.sku]
+        if product.uom is _KG:
+            quantity = D(rng.randint(150, 2500)).scaleb(-3)
+            extended = round_to_minor(quantity * price, currency)
+        else:
+            quantity = rng.choice(_QTYS) if product.item_type is _S else ONE
+            extended = quantity * price
+        net, modifiers = extended, ()
+        if product.item_type is _S and rng.random() < 0.21:
+            promotion, share = rng.choice(_PROMOS)
+            off = min(shop.fixed_off, extended) if share is None else round_to_minor(extended * share, currency)
+            net, modifiers = extended - off, ({"amount": off, "promotion_id": promotion},)
+        return {
+            "line_no": line_no, "sku": product.sku, "description": product.description, "quantity": quantity,
+            "uom": product.uom, "unit_price": price, "extended_amount": extended, "department": product.department,
+            "item_type": product.item_type, "tax_codes": (shop.codes[product.sku],), "modifiers": modifiers,
+        }, net
+
+    def _returnable(self, shop: _Shop) -> _Sale | None:
+        for _ in range(8):
+            sale = shop.sales[self._rng.randrange(len(shop.sales))] if shop.sales else None
+            if sale is None or (sale.open_lines and not sale.voided):
+                return sale
+        return None
+
+    def _returned(self, sale: _Sale, line: LineItem, line_no: int) -> tuple[Row, Decimal]:
+        sale.open_lines.remove(line)
+        sale.returned = True
+        row = line.model_dump()
+        row.update(line_no=line_no, action=LineAction.RETURN, restock=self._rng.random() >= 0.2,
+                   original={"transaction": sale.ref, "line_no": line.line_no})
+        return row, -line.net_amount
+
+    def _return(self, shop: _Shop, head: Row) -> Transaction | None:
+        sale = self._returnable(shop)
+        if sale is None:
+            return None
+        k = 2 if len(sale.open_lines) > 1 and self._rng.random() < 0.3 else 1
+        items = [self._returned(sale, line, i) for i, line in enumerate(self._rng.sample(sale.open_lines, k), 1)]
+        head.update(kind=TransactionKind.RETURN, customer=sale.tx.customer)
+        return self._close(shop, head, items, sale.tx, False)
+
+    def _exchange(self, shop: _Shop, head: Row) -> Transaction | None:
+        sale = self._returnable(shop)
+        if sale is None:
+            return None
+        back = self._returned(sale, self._rng.choice(sale.open_lines), 1)
+        swap = self._rng.choice(_BY_DEPT.get(back[0]["department"] or "", _EACH))
+        head.update(kind=TransactionKind.EXCHANGE, customer=sale.tx.customer)
+        return self._close(shop, head, [back, self._line(shop, 2, swap)], sale.tx, sale.tx.customer is not None)
+
+    def _void(self, till: _Till, head: Row) -> Transaction | None:
+        live = [sale for sale in till.recent if not sale.voided and not sale.returned]
+        if not live:
+            return None
+        sale = self._rng.choice(live)
+        sale.voided = True
+        voided, totals = sale.tx, sale.tx.totals
+        head.update(
+            kind=TransactionKind.VOID, customer=voided.customer, voided=sale.ref,
+            taxes=[{"code": t.code, "rate": t.rate, "taxable_amount": -t.taxable_amount, "amount": -t.amount,
+                    "inclusive": t.inclusive} for t in voided.taxes],
+            tenders=[self._refund(voided, -totals.grand_total)],
+            totals={"subtotal": -totals.subtotal, "tax": -totals.tax, "grand_total": -totals.grand_total},
+        )
+        return Transaction.model_validate(head)
+
+    def _close(
+        self, shop: _Shop, head: Row, items: list[tuple[Row, Decimal]], original: Transaction | None, member: bool
+    ) -> Transaction:
+        """Tax, tender and total `items`, then let the model check the lot."""
+        regime = shop.regime
+        bases: dict[str, Decimal] = {}
+        for row, net in items:
+            code = row["tax_codes"][0]
+            bases[code] = bases.get(code, ZERO) + net
+        subtotal, tax, taxes = sum(bases.values(), ZERO), ZERO, []
+        for code, base in bases.items():
+            rate, divisor = shop.rates[code]
+            if regime.inclusive:
+                amount = round_to_minor(base * rate / divisor, regime.currency)
+                taxable = base - amount
+            else:
+                amount, taxable = round_to_minor(base * rate, regime.currency), base
+            tax += amount
+            taxes.append({"code": code, "rate": rate, "taxable_amount": taxable, "amount": amount,
+                          "inclusive": regime.inclusive})
+        grand = subtotal if regime.inclusive else subtotal + tax
+        if grand > 0:
+            tenders = self._pay(shop, grand, member)
+        else:
+            tenders = [self._refund(original, grand)] if grand < 0 and original is not None else []
+        head.update(lines=[row for row, _ in items], taxes=taxes, tenders=tenders,
+                    totals={"subtotal": subtotal, "tax": tax, "grand_total": grand})
+        return Transaction.model_validate(head)
+
+    def _pay(self, shop: _Shop, grand: Decimal, member: bool) -> list[Row]:
+        rng, currency = self._rng, shop.regime.currency
+        q = minor_unit(currency)
+        r = rng.random()
+        if r < 0.15 and grand >= 2 * q:  # split: loyalty points, a gift card or some cash, the rest on a card
+            part = min(max(round_to_minor(grand * rng.choice(_SHARES), currency), q), grand - q)
+            first: Row = {"kind": TenderKind.CASH, "amount": part}
+            if r < 0.03 and member:  # one point is worth one minor unit
+                first.update(kind=TenderKind.LOYALTY_POINTS, points=int(part / q),
+                             reference=f"HOLD-{rng.getrandbits(32):08X}")
+            elif r < 0.09:
+                first.update(kind=TenderKind.GIFT_CARD, reference=f"GC-****{rng.randrange(10_000):04d}")
+            return [first, self._card(grand - part)]
+        if r < 0.50:  # cash, the amount rounded up to a note and change given
+            note = shop.regime.note * rng.choice(_NOTES)
+            paid = (grand / note).to_integral_value(ROUND_CEILING) * note
+            return [{"kind": TenderKind.CASH, "amount": paid, "change": paid - grand}]
+        return [self._card(grand)]
+
+    def _card(self, amount: Decimal, last4: str | None = None, scheme: str | None = None) -> Row:
+        rng = self._rng
+        card = {"last4": last4 or f"{rng.randrange(10_000):04d}", "auth_code": f"{rng.getrandbits(24):06X}",
+                "scheme": scheme or rng.choice(_SCHEMES)}
+        return {"kind": TenderKind.CARD, "amount": amount, "card": card}
+
+    def _refund(self, original: Transaction, amount: Decimal) -> Row:
+        """A refund (negative `amount`) to the tender that paid most of `original`."""
+        paid = max(original.tenders, key=lambda t: t.amount - t.change)
+        if paid.kind is TenderKind.CARD and paid.card is not None:
+            return self._card(amount, paid.card.last4, paid.card.scheme)
+        if paid.kind in (TenderKind.CASH, TenderKind.GIFT_CARD):
+            return {"kind": paid.kind, "amount": amount, "reference": paid.reference}
+        return {"kind": TenderKind.STORE_CREDIT, "amount": amount}

@@ -1,0 +1,86 @@
+"""Engines for the state store: SQLite (embedded, WAL) or PostgreSQL, with the same SQL.
+
+SQLite gets WAL, a busy timeout and `BEGIN IMMEDIATE` for write transactions, so that two
+writers queue instead of failing on a lock upgrade. PostgreSQL serialises writers where
+ordering matters with transaction-scoped advisory locks (see `lock_for_append`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from tillflow.errors import StorageError
+
+_WRITE = "tillflow_write"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def create_state_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+    """An engine for `url` (``sqlite:///file.db`` or ``postgresql+psycopg://...``)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _configure_sqlite(engine, sqlite_synchronous)
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ValueError(f"sqlite synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@contextmanager
+def write_tx(engine: Engine) -> Iterator[Connection]:
+    """One write transaction: committed when the block ends, rolled back on error."""
+    try:
+        with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StorageError(f"state store write failed: {exc}") from exc
+
+
+@contextmanager
+def read_tx(engine: Engine) -> Iterator[Connection]:
+    """One read-only transaction (a consistent snapshot on both backends)."""
+    try:
+        with engine.connect() as conn, conn.begin():
+            yield conn
+    except SQLAlchemyError as exc:
+        raise StorageError(f"state store read failed: {exc}") from exc
+
+
+def lock_for_append(conn: Connection, name: str) -> None:
+    """Serialise writers of `name` until commit, so sequence order equals commit order.
+
+    SQLite already has one writer at a time (BEGIN IMMEDIATE); PostgreSQL takes a
+    transaction-scoped advisory lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": name})

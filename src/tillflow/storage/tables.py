@@ -1,0 +1,144 @@
+"""The state store's tables (SQLAlchemy Core). Times are UTC epoch microseconds.
+
+Quantities are integers in thousandths (milli-units) so that positions add up exactly on
+SQLite and PostgreSQL alike; money stays a decimal string.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("store_id", String(64), nullable=True),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("revoked_us", BigInteger, nullable=True),
+)
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("transaction_id", String(200), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("register_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("grand_total", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("traceparent", String(55), nullable=True),
+    Column("received_us", BigInteger, nullable=False),
+    Column("logged_us", BigInteger, nullable=False),
+    Column("event_seq", BigInteger, nullable=True),
+)
+Index("ix_transactions_store_day", transactions.c.store_id, transactions.c.business_day)
+
+conflicts = Table(
+    "transaction_conflicts",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(200), nullable=False, index=True),
+    Column("received_us", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("source", String(200), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("time", String(40), nullable=False),
+    Column("subject", String(200), nullable=True),
+    Column("partitionkey", String(64), nullable=True),
+    Column("sequence", String(20), nullable=True),
+    Column("traceparent", String(55), nullable=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("logged_us", BigInteger, nullable=False),
+    UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+)
+
+consumer_groups = Table(
+    "consumer_groups",
+    metadata,
+    Column("group_name", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+trace_hops = Table(
+    "trace_hops",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(200), nullable=False, index=True),
+    Column("hop", String(64), nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("detail", Text, nullable=True),
+)
+
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("flow", String(64), primary_key=True),
+    Column("event_key", String(400), primary_key=True),
+    Column("processed_us", BigInteger, nullable=False),
+)
+
+inventory_positions = Table(
+    "inventory_positions",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("quantity_milli", BigInteger, nullable=False),
+    Column("uom", String(4), nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+inventory_movements = Table(
+    "inventory_movements",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("store_id", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity_milli", BigInteger, nullable=False),
+    Column("uom", String(4), nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("transaction_id", String(200), nullable=False),
+    Column("line_no", Integer, nullable=False),
+    Column("occurred_us", BigInteger, nullable=False),
+    UniqueConstraint("transaction_id", "line_no", "reason", name="uq_movement_cause"),
+)
+Index("ix_movements_store_sku", inventory_movements.c.store_id, inventory_movements.c.sku)
+
+inventory_voids = Table(
+    "inventory_voids",
+    metadata,
+    Column("transaction_id", String(200), primary_key=True),
+    Column("void_transaction_id", String(200), nullable=False),
+    Column("voided_us", BigInteger, nullable=False),
+)

@@ -1,0 +1,114 @@
+"""Accepted transactions in the state store, logged in the same commit (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+
+from tillflow.bus.sql import append_in
+from tillflow.flows.ingest import judge_batch
+from tillflow.model.events import transaction_completed
+from tillflow.ports import IncomingTransaction, StoredTransaction, TraceHop, Verdict
+from tillflow.storage.db import read_tx, write_tx
+from tillflow.storage.sql import from_us, to_us
+from tillflow.storage.tables import conflicts, trace_hops, transactions
+
+
+class SqlTransactionStore:
+    """The TransactionStore port: transactions, conflicts and their events in one database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def record_batch(self, batch: Sequence[IncomingTransaction], *, received_at: datetime) -> list[Verdict]:
+        if not batch:
+            return []
+        received_us = to_us(received_at)
+        ids = {r.transaction.transaction_id for r in batch}
+        with write_tx(self.engine) as conn:
+            known = {
+                row.transaction_id: row.digest
+                for row in conn.execute(
+                    select(transactions.c.transaction_id, transactions.c.digest).where(
+                        transactions.c.transaction_id.in_(ids)
+                    )
+                )
+            }
+            judgement = judge_batch(batch, known)
+            if judgement.new:
+                logged_us = max(received_us, to_us(datetime.now(received_at.tzinfo)))
+                events = [
+                    transaction_completed(r.transaction, r.data, traceparent=r.traceparent)
+                    for r in judgement.new
+                ]
+                seqs = append_in(conn, events, logged_us=logged_us)
+                conn.execute(
+                    transactions.insert(),
+                    [
+                        {
+                            "transaction_id": r.transaction.transaction_id,
+                            "store_id": r.transaction.store_id,
+                            "register_id": r.transaction.register_id,
+                            "business_day": r.transaction.business_day.isoformat(),
+                            "sequence": r.transaction.sequence,
+                            "kind": r.transaction.kind.value,
+                            "currency": r.transaction.currency,
+                            "grand_total": str(r.transaction.totals.grand_total),
+                            "digest": r.digest,
+                            "data": r.data,
+                            "traceparent": r.traceparent,
+                            "received_us": received_us,
+                            "logged_us": logged_us,
+                            "event_seq": seq,
+                        }
+                        for r, seq in zip(judgement.new, seqs, strict=True)
+                    ],
+                )
+            if judgement.conflicts:
+                conn.execute(
+                    conflicts.insert(),
+                    [
+                        {
+                            "transaction_id": r.transaction.transaction_id,
+                            "received_us": received_us,
+                            "digest": r.digest,
+                            "data": r.data,
+                        }
+                        for r in judgement.conflicts
+                    ],
+                )
+        return judgement.verdicts
+
+    def get_transaction(self, transaction_id: str) -> StoredTransaction | None:
+        with read_tx(self.engine) as conn:
+            row = conn.execute(
+                select(transactions).where(transactions.c.transaction_id == transaction_id)
+            ).one_or_none()
+            if row is None:
+                return None
+            hops = conn.execute(
+                select(trace_hops.c.hop, trace_hops.c.at_us, trace_hops.c.detail)
+                .where(trace_hops.c.transaction_id == transaction_id)
+                .order_by(trace_hops.c.at_us, trace_hops.c.id)
+            ).all()
+            n_conflicts = conn.execute(
+                select(func.count()).select_from(conflicts).where(conflicts.c.transaction_id == transaction_id)
+            ).scalar_one()
+        timeline = (
+            TraceHop("received", from_us(row.received_us), "gateway accepted the record"),
+            TraceHop("logged", from_us(row.logged_us), f"event log seq {row.event_seq}"),
+            *(TraceHop(h.hop, from_us(h.at_us), h.detail) for h in hops),
+        )
+        return StoredTransaction(
+            transaction_id=row.transaction_id,
+            store_id=row.store_id,
+            data=row.data,
+            received_at=from_us(row.received_us),
+            logged_at=from_us(row.logged_us),
+            event_seq=row.event_seq,
+            traceparent=row.traceparent,
+            conflicts=int(n_conflicts),
+            hops=timeline,
+        )
