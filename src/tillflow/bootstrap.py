@@ -27,6 +27,10 @@ class Services:
     inventory: InventoryLedger
     keys: KeyStore
 
+    def consumer_groups(self) -> list[str]:
+        """The names of the flow consumer groups this deployment runs."""
+        return [inventory.FLOW]
+
     def consumers(self) -> list[ConsumerRunner]:
         """The flow consumer groups this deployment runs."""
         ledger = self.inventory

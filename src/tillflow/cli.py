@@ -20,7 +20,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="TILLFLOW_CONFIG", help="YAML config file")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="TILLFLOW_CONFIG", help="YAML config file")
+]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where the embedded state lives")]
 
 
@@ -41,17 +43,35 @@ def hub(
     data_dir: DataDirOpt = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on")] = None,
+    role: Annotated[
+        str | None, typer.Option(help="all: API + worker process; api: API only; worker: flow consumers only")
+    ] = None,
 ) -> None:
-    """Run the hub: API gateway plus the flow consumers, embedded state."""
+    """Run the hub: the API gateway and the flow consumers."""
     import uvicorn
 
     from tillflow.bootstrap import bootstrap
     from tillflow.hub.app import create_app
+    from tillflow.hub.runtime import WorkerSupervisor, run_worker
 
-    cfg = _config(config, data_dir, host=host, port=port)
+    cfg = _config(config, data_dir, host=host, port=port, role=role)
     services = bootstrap(cfg)
-    console.print(f"tillflow hub on http://{cfg.hub.host}:{cfg.hub.port} ({len(cfg.stores)} stores configured)")
-    uvicorn.run(create_app(services), host=cfg.hub.host, port=cfg.hub.port, log_level="warning", access_log=False)
+    if cfg.hub.role == "worker":
+        console.print(f"tillflow worker running {', '.join(services.consumer_groups())}")
+        run_worker(services)
+        return
+    worker = None
+    if cfg.hub.role == "all":
+        passthrough = [
+            *(["--config", str(config)] if config else []),
+            *(["--data-dir", str(data_dir)] if data_dir else []),
+        ]
+        worker = WorkerSupervisor(passthrough)
+    console.print(
+        f"tillflow hub on http://{cfg.hub.host}:{cfg.hub.port} ({len(cfg.stores)} stores configured)"
+    )
+    app_ = create_app(services, worker=worker)
+    uvicorn.run(app_, host=cfg.hub.host, port=cfg.hub.port, log_level="warning", access_log=False)
 
 
 @keys_app.command("create")

@@ -26,10 +26,12 @@ class HubSettings(BaseModel):
     data_dir: Path = Path("data")
     # The state store (and embedded event log). Default: a SQLite file in data_dir.
     state_url: str | None = None
-    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    # NORMAL: in WAL mode a commit survives a crash of the process, not a power cut; stores
+    # keep what they sent until the hub acknowledges it. FULL: fsync every commit.
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
     max_batch_records: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    workers: bool = True  # run the flow consumers inside the hub process
+    role: Literal["all", "api", "worker"] = "all"
 
     def resolved_state_url(self) -> str:
         return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
@@ -72,9 +74,7 @@ def load_config(path: Path | None = None, **overrides: Any) -> TillflowConfig:
     try:
         return TillflowConfig(**data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from exc
 
 

@@ -86,9 +86,7 @@ class StoredTransaction:
 class TransactionStore(Protocol):
     """Where accepted transactions live; accepting one also logs its event, in one commit."""
 
-    def record_batch(
-        self, batch: Sequence[IncomingTransaction], *, received_at: datetime
-    ) -> list[Verdict]:
+    def record_batch(self, batch: Sequence[IncomingTransaction], *, received_at: datetime) -> list[Verdict]:
         """Store the new transactions and append their events atomically; judge repeats."""
         ...
 

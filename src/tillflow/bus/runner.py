@@ -37,7 +37,7 @@ class ConsumerRunner:
         handler: Handler,
         *,
         batch_size: int = 1000,
-        idle_wait: float = 0.05,
+        idle_wait: float = 0.02,
         max_backoff: float = 5.0,
     ) -> None:
         self.log = log_
@@ -79,6 +79,8 @@ class ConsumerRunner:
                 self.wake.clear()
 
     def start(self, stop: threading.Event) -> threading.Thread:
-        thread = threading.Thread(target=self.run_until, args=(stop,), name=f"consumer-{self.group}", daemon=True)
+        thread = threading.Thread(
+            target=self.run_until, args=(stop,), name=f"consumer-{self.group}", daemon=True
+        )
         thread.start()
         return thread

@@ -52,7 +52,9 @@ def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) 
             fresh.setdefault(key, event)
     if not fresh:
         return [None] * len(batch)
-    conn.execute(insert_for(conn, events).on_conflict_do_nothing(), [_row(e, logged_us) for e in fresh.values()])
+    conn.execute(
+        insert_for(conn, events).on_conflict_do_nothing(), [_row(e, logged_us) for e in fresh.values()]
+    )
     after = _known(conn, list(fresh))
     seqs: list[int | None] = []
     for key in keys:
@@ -62,7 +64,9 @@ def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) 
 
 def _known(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
     ids = {k[1] for k in keys}
-    rows = conn.execute(select(events.c.source, events.c.event_id, events.c.seq).where(events.c.event_id.in_(ids)))
+    rows = conn.execute(
+        select(events.c.source, events.c.event_id, events.c.seq).where(events.c.event_id.in_(ids))
+    )
     wanted = set(keys)
     return {(r.source, r.event_id): r.seq for r in rows if (r.source, r.event_id) in wanted}
 
@@ -97,7 +101,9 @@ class SQLEventLog:
         last = max(e.seq for e in events_)
         try:
             with write_tx(self.engine) as conn:
-                stmt = insert_for(conn, consumer_groups).values(group_name=group, position=last, updated_us=_now_us())
+                stmt = insert_for(conn, consumer_groups).values(
+                    group_name=group, position=last, updated_us=_now_us()
+                )
                 conn.execute(
                     stmt.on_conflict_do_update(
                         index_elements=[consumer_groups.c.group_name],
@@ -154,4 +160,3 @@ def _logged(row: Any) -> LoggedEvent:
 
 def _now_us() -> int:
     return to_us(datetime.now(UTC))
-

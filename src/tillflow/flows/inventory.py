@@ -55,7 +55,9 @@ def movements_for(tx: Transaction) -> list[InventoryMovement]:
 def reversal_of(movements: Iterable[InventoryMovement], void: Transaction) -> list[InventoryMovement]:
     """The movements that undo `movements`, caused by the post-void `void`."""
     return [
-        m.model_copy(update={"quantity": -m.quantity, "reason": MovementReason.VOID, "occurred_at": void.ended_at})
+        m.model_copy(
+            update={"quantity": -m.quantity, "reason": MovementReason.VOID, "occurred_at": void.ended_at}
+        )
         for m in movements
     ]
 

@@ -12,23 +12,31 @@ import tillflow
 from tillflow.bootstrap import Services
 from tillflow.hub.api import health, inventory, transactions
 from tillflow.hub.problems import install_problem_handlers
+from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
 from tillflow.storage.stats import SqlStatsReader
 
 
-def create_app(services: Services) -> FastAPI:
-    """The hub app over wired services; consumers start with the app and stop with it."""
+def create_app(
+    services: Services, *, in_process_consumers: bool = False, worker: WorkerSupervisor | None = None
+) -> FastAPI:
+    """The hub app over wired services. Flow consumers run in this process's threads
+    (`in_process_consumers`) or in a supervised worker process; both start and stop with the app."""
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.consumer_threads = [c.start(stop) for c in app.state.consumers]
+        if worker is not None:
+            worker.start()
         yield
         stop.set()
         for consumer in app.state.consumers:
             consumer.wake.set()
         for thread in app.state.consumer_threads:
             thread.join(timeout=10)
+        if worker is not None:
+            worker.stop()
         services.close()
 
     app = FastAPI(
@@ -39,8 +47,9 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     app.state.stats = SqlStatsReader(services.engine)
-    app.state.consumers = services.consumers() if services.config.hub.workers else []
+    app.state.consumers = services.consumers() if in_process_consumers else []
     app.state.consumer_threads = []
+    app.state.worker = worker
 
     def wake_consumers() -> None:
         for consumer in app.state.consumers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from tillflow.hub.problems import Problem
-from tillflow.ports import Principal
+from tillflow.ports import KeyStore, Principal
 
 
 def require_key(request: Request) -> Principal:
@@ -14,7 +14,8 @@ def require_key(request: Request) -> Principal:
     key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
     if not key:
         raise Problem(401, "API key required", "send Authorization: Bearer <key>", type_="unauthenticated")
-    principal = request.app.state.services.keys.authenticate(key)
+    keys: KeyStore = request.app.state.services.keys
+    principal = keys.authenticate(key)
     if principal is None:
         raise Problem(401, "Invalid API key", "the key is unknown or revoked", type_="unauthenticated")
     return principal

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from tillflow.model import Transaction, TransactionRef
 from tillflow.ports import IncomingTransaction, Principal, TransactionStore, Verdict
-
-_dump = Transaction.__pydantic_serializer__.to_json
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -52,7 +51,9 @@ class RecordResult:
         return out
 
 
-def forbidden_records(records: Sequence[Any], principal: Principal, known_stores: frozenset[str]) -> list[str]:
+def forbidden_records(
+    records: Sequence[Any], principal: Principal, known_stores: frozenset[str]
+) -> list[str]:
     """Why records may not be taken with this key (unknown store, or another store's key)."""
     reasons = []
     for i, record in enumerate(records):
@@ -66,7 +67,9 @@ def forbidden_records(records: Sequence[Any], principal: Principal, known_stores
     return reasons
 
 
-def validate_records(records: Sequence[Any], traceparent: str | None) -> tuple[list[RecordResult], list[IncomingTransaction], list[int]]:
+def validate_records(
+    records: Sequence[Any], traceparent: str | None
+) -> tuple[list[RecordResult], list[IncomingTransaction], list[int]]:
     """Validate each record; returns all results (valid ones pending), the valid ones and their indexes."""
     results: list[RecordResult] = []
     valid: list[IncomingTransaction] = []
@@ -78,7 +81,8 @@ def validate_records(records: Sequence[Any], traceparent: str | None) -> tuple[l
             tx_id = _id_hint(record)
             results.append(RecordResult(i, Verdict.INVALID, tx_id, errors_of(exc)))
             continue
-        data = _dump(tx)
+        # the record as sent, keys sorted: its digest tells a retry (same bytes) from a conflict
+        data = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
         valid.append(IncomingTransaction(tx, data, hashlib.sha256(data).hexdigest(), traceparent))
         positions.append(len(results))
         results.append(RecordResult(i, Verdict.ACCEPTED, tx.transaction_id))
@@ -86,7 +90,11 @@ def validate_records(records: Sequence[Any], traceparent: str | None) -> tuple[l
 
 
 def ingest_records(
-    records: Sequence[Any], store: TransactionStore, *, traceparent: str | None, received_at: datetime | None = None
+    records: Sequence[Any],
+    store: TransactionStore,
+    *,
+    traceparent: str | None,
+    received_at: datetime | None = None,
 ) -> list[RecordResult]:
     """Validate, then record the valid ones in one commit; one result per record, in order."""
     received_at = received_at or datetime.now(UTC)

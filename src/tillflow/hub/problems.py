@@ -17,7 +17,9 @@ _BASE = "https://tillflow.dev/problems/"
 class Problem(Exception):
     """An HTTP error answered as problem+json; `type_` is a short slug under the problems URL."""
 
-    def __init__(self, status: int, title: str, detail: str = "", *, type_: str = "about:blank", **extra: Any):
+    def __init__(
+        self, status: int, title: str, detail: str = "", *, type_: str = "about:blank", **extra: Any
+    ):
         super().__init__(detail or title)
         self.status = status
         self.title = title
@@ -38,7 +40,9 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
     if instance:
         body["instance"] = instance
     body.update(problem.extra)
-    return Response(orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
+    return Response(
+        orjson.dumps(body), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
+    )
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -54,8 +58,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()
-        ]
-        problem = Problem(400, "Invalid request", "the request does not match the API", type_="invalid-request", errors=errors)
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        problem = Problem(
+            400,
+            "Invalid request",
+            "the request does not match the API",
+            type_="invalid-request",
+            errors=errors,
+        )
         return problem_response(problem, request.url.path)

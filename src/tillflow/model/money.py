@@ -14,11 +14,47 @@ from pydantic import BeforeValidator
 # ISO 4217 minor units of the currencies a retailer is likely to meet. A currency not listed
 # here is refused: guessing its minor unit would make every later check meaningless.
 MINOR_UNITS: dict[str, int] = {
-    "AED": 2, "AUD": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2, "CZK": 2,
-    "DKK": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0,
-    "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "MXN": 2, "MYR": 2, "NOK": 2, "NZD": 2, "OMR": 3,
-    "PHP": 2, "PLN": 2, "RON": 2, "SAR": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3, "TRY": 2,
-    "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
+    "AED": 2,
+    "AUD": 2,
+    "BHD": 3,
+    "BRL": 2,
+    "CAD": 2,
+    "CHF": 2,
+    "CLP": 0,
+    "CNY": 2,
+    "CZK": 2,
+    "DKK": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "HKD": 2,
+    "HUF": 2,
+    "IDR": 2,
+    "ILS": 2,
+    "INR": 2,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "MXN": 2,
+    "MYR": 2,
+    "NOK": 2,
+    "NZD": 2,
+    "OMR": 3,
+    "PHP": 2,
+    "PLN": 2,
+    "RON": 2,
+    "SAR": 2,
+    "SEK": 2,
+    "SGD": 2,
+    "THB": 2,
+    "TND": 3,
+    "TRY": 2,
+    "TWD": 2,
+    "UAH": 2,
+    "USD": 2,
+    "VND": 0,
+    "ZAR": 2,
 }
 
 _QUANTUM = {code: Decimal(1).scaleb(-units) for code, units in MINOR_UNITS.items()}
@@ -44,7 +80,7 @@ def round_to_minor(amount: Decimal, currency: str) -> Decimal:
 
 def _exact_decimal(value: Any) -> Any:
     if isinstance(value, float):
-        raise ValueError("binary floats are not exact: send amounts as decimal strings, e.g. \"12.30\"")
+        raise ValueError('binary floats are not exact: send amounts as decimal strings, e.g. "12.30"')
     return value
 
 

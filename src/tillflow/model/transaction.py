@@ -13,6 +13,7 @@ minor unit:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -21,7 +22,7 @@ from typing import Annotated, Self
 from pydantic import Field, StringConstraints, model_validator
 
 from tillflow.model.base import Canonical, CurrencyCode, Ident
-from tillflow.model.money import Dec, is_in_minor_units, minor_unit
+from tillflow.model.money import MINOR_UNITS, Dec, is_in_minor_units, minor_unit
 
 ZERO = Decimal(0)
 QUANTITY_QUANTUM = Decimal("0.001")  # weighed goods to the gram / millilitre
@@ -215,9 +216,7 @@ class Transaction(Canonical):
             basket_sign = -1 if self.kind is TransactionKind.RETURN else 1
             subtotal -= basket_sign * sum((m.amount for m in self.modifiers), ZERO)
             if subtotal != totals.subtotal:
-                raise ValueError(
-                    f"totals.subtotal {totals.subtotal} != lines - modifiers {subtotal}"
-                )
+                raise ValueError(f"totals.subtotal {totals.subtotal} != lines - modifiers {subtotal}")
             exclusive_tax = sum((t.amount for t in self.taxes if not t.inclusive), ZERO)
             if subtotal + exclusive_tax != totals.grand_total:
                 raise ValueError(
@@ -229,9 +228,7 @@ class Transaction(Canonical):
             raise ValueError(f"totals.tax {totals.tax} != sum of tax lines {tax}")
         tendered = sum((t.amount - t.change for t in self.tenders), ZERO)
         if tendered != totals.grand_total:
-            raise ValueError(
-                f"tenders - change {tendered} != totals.grand_total {totals.grand_total}"
-            )
+            raise ValueError(f"tenders - change {tendered} != totals.grand_total {totals.grand_total}")
         return self
 
     def _check_shape(self) -> None:
@@ -245,12 +242,13 @@ class Transaction(Canonical):
                 raise ValueError("a void may only void a transaction of its own store")
         elif self.voided is not None:
             raise ValueError("`voided` is only for kind=void")
-        if kind is TransactionKind.SALE and any(line.action is LineAction.RETURN for line in self.lines):
-            raise ValueError("a sale has no returned lines; use kind=exchange")
-        if kind is TransactionKind.RETURN and any(line.action is LineAction.SALE for line in self.lines):
-            raise ValueError("a return has only returned lines; use kind=exchange")
-        if kind is not TransactionKind.VOID and not self.lines:
+        elif not self.lines:
             raise ValueError(f"a {kind.value} has at least one line")
+        actions = {line.action for line in self.lines}
+        if kind is TransactionKind.SALE and LineAction.RETURN in actions:
+            raise ValueError("a sale has no returned lines; use kind=exchange")
+        if kind is TransactionKind.RETURN and LineAction.SALE in actions:
+            raise ValueError("a return has only returned lines; use kind=exchange")
         seen: set[int] = set()
         for line in self.lines:
             if line.line_no in seen:
@@ -258,11 +256,6 @@ class Transaction(Canonical):
             seen.add(line.line_no)
 
     def _check_minor_units(self, currency: str) -> None:
-        amounts: list[tuple[str, Decimal]] = [
-            ("totals.subtotal", self.totals.subtotal),
-            ("totals.tax", self.totals.tax),
-            ("totals.grand_total", self.totals.grand_total),
-        ]
         quantum = minor_unit(currency)
         for i, line in enumerate(self.lines):
             if abs(line.quantity * line.unit_price - line.extended_amount) >= quantum:
@@ -272,17 +265,33 @@ class Transaction(Canonical):
                 )
             if line.quantity != line.quantity.quantize(QUANTITY_QUANTUM):
                 raise ValueError(f"lines[{i}].quantity {line.quantity} has more than 3 decimals")
-            if sum((m.amount for m in line.modifiers), ZERO) > line.extended_amount:
+            if line.modifiers and sum((m.amount for m in line.modifiers), ZERO) > line.extended_amount:
                 raise ValueError(f"lines[{i}].modifiers take more than the line's extended amount")
-            amounts.append((f"lines[{i}].extended_amount", line.extended_amount))
-            amounts.extend((f"lines[{i}].modifiers[{j}].amount", m.amount) for j, m in enumerate(line.modifiers))
-        amounts.extend((f"modifiers[{j}].amount", m.amount) for j, m in enumerate(self.modifiers))
+        # fast path: every exponent within the minor unit; the named search runs only on a miss
+        least = -MINOR_UNITS[currency]
+        for _, amount in self._amounts(named=False):
+            exponent = amount.as_tuple().exponent
+            if isinstance(exponent, int) and exponent >= least:
+                continue
+            for where, value in self._amounts(named=True):
+                if not is_in_minor_units(value, currency):
+                    raise ValueError(f"{where} {value} has digits below the {currency} minor unit")
+
+    def _amounts(self, *, named: bool) -> Iterator[tuple[str, Decimal]]:
+        """Every money amount of the transaction (with its field path when `named`)."""
+        totals = self.totals
+        yield "totals.subtotal", totals.subtotal
+        yield "totals.tax", totals.tax
+        yield "totals.grand_total", totals.grand_total
+        for i, line in enumerate(self.lines):
+            yield (f"lines[{i}].extended_amount" if named else ""), line.extended_amount
+            for j, m in enumerate(line.modifiers):
+                yield (f"lines[{i}].modifiers[{j}].amount" if named else ""), m.amount
+        for j, m in enumerate(self.modifiers):
+            yield (f"modifiers[{j}].amount" if named else ""), m.amount
         for i, tax in enumerate(self.taxes):
-            amounts.append((f"taxes[{i}].amount", tax.amount))
-            amounts.append((f"taxes[{i}].taxable_amount", tax.taxable_amount))
+            yield (f"taxes[{i}].amount" if named else ""), tax.amount
+            yield (f"taxes[{i}].taxable_amount" if named else ""), tax.taxable_amount
         for i, tender in enumerate(self.tenders):
-            amounts.append((f"tenders[{i}].amount", tender.amount))
-            amounts.append((f"tenders[{i}].change", tender.change))
-        for where, amount in amounts:
-            if not is_in_minor_units(amount, currency):
-                raise ValueError(f"{where} {amount} has digits below the {currency} minor unit")
+            yield (f"tenders[{i}].amount" if named else ""), tender.amount
+            yield (f"tenders[{i}].change" if named else ""), tender.change

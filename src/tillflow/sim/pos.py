@@ -7,6 +7,7 @@ when it is constructed. Everything follows from the seed.
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ from tillflow.model import (
     TenderKind,
     Transaction,
     TransactionKind,
-    TransactionRef,
     UnitOfMeasure,
     minor_unit,
     round_to_minor,
@@ -49,14 +49,19 @@ class Regime(NamedTuple):
 REGIMES: dict[str, Regime] = {
     "eu": Regime("EUR", "Europe/Paris", "Paris", True, ("V20", D("0.20")), ("V07", D("0.07")), ONE, D(5)),
     "uk": Regime("GBP", "Europe/London", "London", True, ("S20", D("0.20")), ("Z00", ZERO), D("0.86"), D(5)),
-    "us": Regime("USD", "America/Chicago", "Austin", False, ("TX", D("0.0825")), ("EXEMPT", ZERO), D("1.08"), ONE),
+    "us": Regime(
+        "USD", "America/Chicago", "Austin", False, ("TX", D("0.0825")), ("EXEMPT", ZERO), D("1.08"), ONE
+    ),
     "jp": Regime("JPY", "Asia/Tokyo", "Tokyo", True, ("J10", D("0.10")), ("J08", D("0.08")), D(160), D(1000)),
-    "se": Regime("SEK", "Europe/Stockholm", "Stockholm", True, ("M25", D("0.25")), ("M12", D("0.12")), D("11.5"), D(20)),
+    "se": Regime(
+        "SEK", "Europe/Stockholm", "Stockholm", True, ("M25", D("0.25")), ("M12", D("0.12")), D("11.5"), D(20)
+    ),
 }
 
 FOOD = frozenset({"GROCERY", "PRODUCE", "BAKERY", "DELI"})  # the reduced tax class
 # sku, description, department, EUR price (per KG when weighed), item type, unit of measure
-_S, _N, _V, _EA, _KG = ItemType.STOCK, ItemType.NON_STOCK, ItemType.SERVICE, UnitOfMeasure.EACH, UnitOfMeasure.KILOGRAM
+_S, _N, _V = ItemType.STOCK, ItemType.NON_STOCK, ItemType.SERVICE
+_EA, _KG = UnitOfMeasure.EACH, UnitOfMeasure.KILOGRAM
 _ITEMS: tuple[tuple[str, str, str, str, ItemType, UnitOfMeasure], ...] = (
     ("GRO-0001", "Pasta 500 g", "GROCERY", "1.29", _S, _EA),
     ("GRO-0002", "Olive oil 750 ml", "GROCERY", "6.99", _S, _EA),
@@ -84,20 +89,30 @@ _ITEMS: tuple[tuple[str, str, str, str, ItemType, UnitOfMeasure], ...] = (
     ("SVC-0001", "Gift wrap", "SERVICES", "2.50", _V, _EA),
 )
 _EUR_PRICE = {sku: D(price) for sku, _, _, price, _, _ in _ITEMS}
+# Product.tax_code holds a tax class here: the code itself differs by regime (V07, Z00, EXEMPT...)
 CATALOG: tuple[Product, ...] = tuple(
-    Product(sku=sku, description=text, department=dept, item_type=kind, uom=uom,
-            tax_code="reduced" if dept in FOOD else "standard")  # a tax class: codes differ by regime
-    for sku, text, dept, _, kind, uom in _ITEMS
+    Product(
+        sku=s,
+        description=t,
+        department=d,
+        item_type=k,
+        uom=u,
+        tax_code="reduced" if d in FOOD else "standard",
+    )
+    for s, t, d, _, k, u in _ITEMS
 )
 _EACH = tuple(p for p in CATALOG if p.item_type is _S and p.uom is _EA)
 _WEIGHED = tuple(p for p in CATALOG if p.uom is _KG)
 _BAG, _WRAP = CATALOG[-2], CATALOG[-1]
 _BY_DEPT = {d: tuple(p for p in _EACH if p.department == d) for d in {p.department or "" for p in _EACH}}
 
-_SIZES = tuple(n for n, w in zip(range(1, 9), (10, 14, 17, 17, 15, 11, 9, 7), strict=True) for _ in range(w))
+_SIZES = tuple(n for n, w in zip(range(1, 9), (12, 16, 18, 17, 14, 10, 7, 6), strict=True) for _ in range(w))
 _QTYS = (ONE,) * 17 + (D(2),) * 2 + (D(3),)
 _PROMOS: tuple[tuple[str, Decimal | None], ...] = (
-    ("PROMO-10OFF", D("0.10")), ("PROMO-20OFF", D("0.20")), ("PROMO-25OFF", D("0.25")), ("PROMO-SAVE50", None),
+    ("PROMO-10OFF", D("0.10")),
+    ("PROMO-20OFF", D("0.20")),
+    ("PROMO-25OFF", D("0.25")),
+    ("PROMO-SAVE50", None),
 )  # None: a fixed reduction, worth EUR 0.50 in the local currency
 _SHARES = (D("0.25"), D("0.4"), D("0.5"), D("0.6"), D("0.75"))
 _SCHEMES = ("visa", "mastercard", "amex", "maestro")
@@ -112,10 +127,17 @@ def demo_stores(n: int) -> list[Store]:
     for i in range(n):
         region = regions[i % len(regions)]
         regime = REGIMES[region]
-        stores.append(Store(
-            store_id=f"S{i + 1:03d}", name=f"Demo {regime.city} {i // len(regions) + 1}", brand="demo",
-            region=region, currency=regime.currency, timezone=regime.timezone, registers=("R01", "R02"),
-        ))
+        stores.append(
+            Store(
+                store_id=f"S{i + 1:03d}",
+                name=f"Demo {regime.city} {i // len(regions) + 1}",
+                brand="demo",
+                region=region,
+                currency=regime.currency,
+                timezone=regime.timezone,
+                registers=("R01", "R02"),
+            )
+        )
     return stores
 
 
@@ -130,7 +152,6 @@ def _local_price(eur: Decimal, regime: Regime) -> Decimal:
 @dataclass(slots=True)
 class _Sale:
     tx: Transaction
-    ref: TransactionRef
     open_lines: list[LineItem]  # stock lines not returned yet
     voided: bool = False
     returned: bool = False
@@ -170,13 +191,17 @@ def _open(store: Store, number: int, day: date) -> _Shop:
     tz = ZoneInfo(store.timezone)
     opening, closing = (datetime.combine(day, time(h), tzinfo=tz) for h in (7, 21))
     last = datetime.combine(day, time.max, tzinfo=tz)
-    tills = [_Till(r, f"E{number:03d}{i:02d}", opening, closing, last) for i, r in enumerate(store.registers, 1)]
+    tills = [
+        _Till(r, f"E{number:03d}{i:02d}", opening, closing, last) for i, r in enumerate(store.registers, 1)
+    ]
     return _Shop(
-        store, regime,
+        store,
+        regime,
         prices={p.sku: _local_price(_EUR_PRICE[p.sku], regime) for p in CATALOG},
         codes={p.sku: (regime.reduced if p.tax_code == "reduced" else regime.standard)[0] for p in CATALOG},
         rates={code: (rate, 1 + rate) for code, rate in (regime.standard, regime.reduced)},
-        fixed_off=_local_price(D("0.50"), regime), tills=tills,
+        fixed_off=_local_price(D("0.50"), regime),
+        tills=tills,
     )
 
 
@@ -195,7 +220,15 @@ class PosTrafficGenerator:
         return list(CATALOG)
 
     def transactions(self, n: int) -> list[Transaction]:
-        return [self.next_transaction() for _ in range(n)]
+        """The next `n` transactions. The cyclic GC pauses meanwhile: it would rescan the growing list
+        over and over (nearly doubling the time for 100k), and none of it is cyclic garbage."""
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return [self.next_transaction() for _ in range(n)]
+        finally:
+            if paused:
+                gc.enable()
 
     def next_transaction(self) -> Transaction:
         rng = self._rng
@@ -206,14 +239,19 @@ class PosTrafficGenerator:
         till.sequence += 1
         # a day of trading 07:00-21:00; past closing an overloaded till keeps going in microseconds
         if till.clock < till.closing:
-            gap = timedelta(seconds=rng.randint(20, 240))
+            gap = timedelta(seconds=20 + int(rng.random() * 221))
         else:
-            gap = timedelta(microseconds=rng.randint(1, 500))
+            gap = timedelta(microseconds=1 + int(rng.random() * 500))
         till.clock = min(till.clock + gap, till.last)
         head: Row = {
-            "store_id": shop.store.store_id, "register_id": till.register_id, "business_day": self._day,
-            "sequence": till.sequence, "currency": shop.regime.currency, "started_at": till.clock - gap // 2,
-            "ended_at": till.clock, "operator_id": till.operator_id,
+            "store_id": shop.store.store_id,
+            "register_id": till.register_id,
+            "business_day": self._day,
+            "sequence": till.sequence,
+            "currency": shop.regime.currency,
+            "started_at": till.clock - gap // 2,
+            "ended_at": till.clock,
+            "operator_id": till.operator_id,
         }
         r = rng.random()
         tx = None
@@ -226,18 +264,24 @@ class PosTrafficGenerator:
         return tx or self._sale(shop, till, head)
 
     def _sale(self, shop: _Shop, till: _Till, head: Row) -> Transaction:
-        rng = self._rng
-        n = rng.choice(_SIZES)
-        items = [self._line(shop, i, rng.choice(_WEIGHED if rng.random() < 0.16 else _EACH)) for i in range(1, n + 1)]
+        rng, random = self._rng, self._rng.random  # indexing by random() is twice as fast as choice()
+        n = _SIZES[int(random() * len(_SIZES))]
+        items = []
+        for i in range(1, n + 1):
+            products = _WEIGHED if random() < 0.16 else _EACH
+            items.append(self._line(shop, i, products[int(random() * len(products))]))
         if n < 8 and rng.random() < 0.25:
             n += 1
             items.append(self._line(shop, n, _BAG))
         if n < 8 and rng.random() < 0.03:
             items.append(self._line(shop, n + 1, _WRAP))
         member = rng.random() < 0.4
-        head.update(kind=TransactionKind.SALE, customer={"member_id": f"M{rng.randrange(1, 100_000):06d}"} if member else None)
+        head.update(
+            kind=TransactionKind.SALE,
+            customer={"member_id": f"M{rng.randrange(1, 100_000):06d}"} if member else None,
+        )
         tx = self._close(shop, head, items, None, member)
-        sale = _Sale(tx, tx.ref, [line for line in tx.lines if line.item_type is _S])
+        sale = _Sale(tx, [line for line in tx.lines if line.item_type is _S])
         if len(shop.sales) < _POOL:
             shop.sales.append(sale)
         else:
@@ -252,20 +296,31 @@ class PosTrafficGenerator:
         rng, currency = self._rng, shop.regime.currency
         price = shop.prices[product.sku]
         if product.uom is _KG:
-            quantity = D(rng.randint(150, 2500)).scaleb(-3)
+            quantity = D(150 + int(rng.random() * 2351)).scaleb(-3)  # 0.150 to 2.500 KG
             extended = round_to_minor(quantity * price, currency)
         else:
-            quantity = rng.choice(_QTYS) if product.item_type is _S else ONE
+            quantity = _QTYS[int(rng.random() * len(_QTYS))] if product.item_type is _S else ONE
             extended = quantity * price
-        net, modifiers = extended, ()
+        modifiers: tuple[Row, ...] = ()
+        net = extended
         if product.item_type is _S and rng.random() < 0.21:
-            promotion, share = rng.choice(_PROMOS)
-            off = min(shop.fixed_off, extended) if share is None else round_to_minor(extended * share, currency)
+            promotion, share = _PROMOS[int(rng.random() * len(_PROMOS))]
+            off = (
+                min(shop.fixed_off, extended) if share is None else round_to_minor(extended * share, currency)
+            )
             net, modifiers = extended - off, ({"amount": off, "promotion_id": promotion},)
         return {
-            "line_no": line_no, "sku": product.sku, "description": product.description, "quantity": quantity,
-            "uom": product.uom, "unit_price": price, "extended_amount": extended, "department": product.department,
-            "item_type": product.item_type, "tax_codes": (shop.codes[product.sku],), "modifiers": modifiers,
+            "line_no": line_no,
+            "sku": product.sku,
+            "description": product.description,
+            "quantity": quantity,
+            "uom": product.uom,
+            "unit_price": price,
+            "extended_amount": extended,
+            "department": product.department,
+            "item_type": product.item_type,
+            "tax_codes": (shop.codes[product.sku],),
+            "modifiers": modifiers,
         }, net
 
     def _returnable(self, shop: _Shop) -> _Sale | None:
@@ -279,8 +334,12 @@ class PosTrafficGenerator:
         sale.open_lines.remove(line)
         sale.returned = True
         row = line.model_dump()
-        row.update(line_no=line_no, action=LineAction.RETURN, restock=self._rng.random() >= 0.2,
-                   original={"transaction": sale.ref, "line_no": line.line_no})
+        row.update(
+            line_no=line_no,
+            action=LineAction.RETURN,
+            restock=self._rng.random() >= 0.2,
+            original={"transaction": sale.tx.ref, "line_no": line.line_no},
+        )
         return row, -line.net_amount
 
     def _return(self, shop: _Shop, head: Row) -> Transaction | None:
@@ -288,7 +347,9 @@ class PosTrafficGenerator:
         if sale is None:
             return None
         k = 2 if len(sale.open_lines) > 1 and self._rng.random() < 0.3 else 1
-        items = [self._returned(sale, line, i) for i, line in enumerate(self._rng.sample(sale.open_lines, k), 1)]
+        items = [
+            self._returned(sale, line, i) for i, line in enumerate(self._rng.sample(sale.open_lines, k), 1)
+        ]
         head.update(kind=TransactionKind.RETURN, customer=sale.tx.customer)
         return self._close(shop, head, items, sale.tx, False)
 
@@ -299,7 +360,9 @@ class PosTrafficGenerator:
         back = self._returned(sale, self._rng.choice(sale.open_lines), 1)
         swap = self._rng.choice(_BY_DEPT.get(back[0]["department"] or "", _EACH))
         head.update(kind=TransactionKind.EXCHANGE, customer=sale.tx.customer)
-        return self._close(shop, head, [back, self._line(shop, 2, swap)], sale.tx, sale.tx.customer is not None)
+        return self._close(
+            shop, head, [back, self._line(shop, 2, swap)], sale.tx, sale.tx.customer is not None
+        )
 
     def _void(self, till: _Till, head: Row) -> Transaction | None:
         live = [sale for sale in till.recent if not sale.voided and not sale.returned]
@@ -309,16 +372,31 @@ class PosTrafficGenerator:
         sale.voided = True
         voided, totals = sale.tx, sale.tx.totals
         head.update(
-            kind=TransactionKind.VOID, customer=voided.customer, voided=sale.ref,
-            taxes=[{"code": t.code, "rate": t.rate, "taxable_amount": -t.taxable_amount, "amount": -t.amount,
-                    "inclusive": t.inclusive} for t in voided.taxes],
+            kind=TransactionKind.VOID,
+            customer=voided.customer,
+            voided=voided.ref,
+            taxes=[
+                {
+                    "code": t.code,
+                    "rate": t.rate,
+                    "taxable_amount": -t.taxable_amount,
+                    "amount": -t.amount,
+                    "inclusive": t.inclusive,
+                }
+                for t in voided.taxes
+            ],
             tenders=[self._refund(voided, -totals.grand_total)],
             totals={"subtotal": -totals.subtotal, "tax": -totals.tax, "grand_total": -totals.grand_total},
         )
         return Transaction.model_validate(head)
 
     def _close(
-        self, shop: _Shop, head: Row, items: list[tuple[Row, Decimal]], original: Transaction | None, member: bool
+        self,
+        shop: _Shop,
+        head: Row,
+        items: list[tuple[Row, Decimal]],
+        original: Transaction | None,
+        member: bool,
     ) -> Transaction:
         """Tax, tender and total `items`, then let the model check the lot."""
         regime = shop.regime
@@ -330,20 +408,31 @@ class PosTrafficGenerator:
         for code, base in bases.items():
             rate, divisor = shop.rates[code]
             if regime.inclusive:
-                amount = round_to_minor(base * rate / divisor, regime.currency)
+                amount = round_to_minor(base * rate / divisor, regime.currency) + ZERO  # never -0.00
                 taxable = base - amount
             else:
-                amount, taxable = round_to_minor(base * rate, regime.currency), base
+                amount, taxable = round_to_minor(base * rate, regime.currency) + ZERO, base
             tax += amount
-            taxes.append({"code": code, "rate": rate, "taxable_amount": taxable, "amount": amount,
-                          "inclusive": regime.inclusive})
+            taxes.append(
+                {
+                    "code": code,
+                    "rate": rate,
+                    "taxable_amount": taxable,
+                    "amount": amount,
+                    "inclusive": regime.inclusive,
+                }
+            )
         grand = subtotal if regime.inclusive else subtotal + tax
         if grand > 0:
             tenders = self._pay(shop, grand, member)
         else:
             tenders = [self._refund(original, grand)] if grand < 0 and original is not None else []
-        head.update(lines=[row for row, _ in items], taxes=taxes, tenders=tenders,
-                    totals={"subtotal": subtotal, "tax": tax, "grand_total": grand})
+        head.update(
+            lines=[row for row, _ in items],
+            taxes=taxes,
+            tenders=tenders,
+            totals={"subtotal": subtotal, "tax": tax, "grand_total": grand},
+        )
         return Transaction.model_validate(head)
 
     def _pay(self, shop: _Shop, grand: Decimal, member: bool) -> list[Row]:
@@ -354,8 +443,11 @@ class PosTrafficGenerator:
             part = min(max(round_to_minor(grand * rng.choice(_SHARES), currency), q), grand - q)
             first: Row = {"kind": TenderKind.CASH, "amount": part}
             if r < 0.03 and member:  # one point is worth one minor unit
-                first.update(kind=TenderKind.LOYALTY_POINTS, points=int(part / q),
-                             reference=f"HOLD-{rng.getrandbits(32):08X}")
+                first.update(
+                    kind=TenderKind.LOYALTY_POINTS,
+                    points=int(part / q),
+                    reference=f"HOLD-{rng.getrandbits(32):08X}",
+                )
             elif r < 0.09:
                 first.update(kind=TenderKind.GIFT_CARD, reference=f"GC-****{rng.randrange(10_000):04d}")
             return [first, self._card(grand - part)]
@@ -367,8 +459,11 @@ class PosTrafficGenerator:
 
     def _card(self, amount: Decimal, last4: str | None = None, scheme: str | None = None) -> Row:
         rng = self._rng
-        card = {"last4": last4 or f"{rng.randrange(10_000):04d}", "auth_code": f"{rng.getrandbits(24):06X}",
-                "scheme": scheme or rng.choice(_SCHEMES)}
+        card = {
+            "last4": last4 or f"{rng.randrange(10_000):04d}",
+            "auth_code": f"{rng.getrandbits(24):06X}",
+            "scheme": scheme or rng.choice(_SCHEMES),
+        }
         return {"kind": TenderKind.CARD, "amount": amount, "card": card}
 
     def _refund(self, original: Transaction, amount: Decimal) -> Row:

@@ -7,11 +7,15 @@ ordering matters with transaction-scoped advisory locks (see `lock_for_append`).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -56,11 +60,62 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+class SQLiteWriterLock:
+    """One writer at a time across threads and processes, handed over without polling.
+
+    SQLite's own busy handler sleeps up to 100 ms between tries, which starves a busy hub.
+    Writers of this process queue on a thread lock; processes queue on `flock` of a lock
+    file beside the database (released by the kernel if a process dies).
+    """
+
+    def __init__(self, database: str) -> None:
+        self._thread_lock = threading.Lock()
+        self._path = f"{database}-writer.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+_writer_locks: WeakKeyDictionary[Engine, SQLiteWriterLock] = WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> SQLiteWriterLock | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    with _registry_lock:
+        lock = _writer_locks.get(engine)
+        if lock is None:
+            lock = _writer_locks[engine] = SQLiteWriterLock(database)
+    return lock
+
+
 @contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """One write transaction: committed when the block ends, rolled back on error."""
+    lock = _writer_lock(engine)
     try:
-        with engine.connect().execution_options(**{_WRITE: True}) as conn, conn.begin():
+        with (
+            lock or nullcontext(),
+            engine.connect().execution_options(**{_WRITE: True}) as conn,
+            conn.begin(),
+        ):
             yield conn
     except SQLAlchemyError as exc:
         raise StorageError(f"state store write failed: {exc}") from exc

@@ -137,7 +137,10 @@ class SqlInventoryLedger:
             if plan.voids:
                 conn.execute(
                     insert_for(conn, inventory_voids).on_conflict_do_nothing(),
-                    [{"transaction_id": t, "void_transaction_id": v, "voided_us": now_us} for t, v in plan.voids],
+                    [
+                        {"transaction_id": t, "void_transaction_id": v, "voided_us": now_us}
+                        for t, v in plan.voids
+                    ],
                 )
             if plan.hops:
                 conn.execute(

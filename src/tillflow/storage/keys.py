@@ -61,6 +61,8 @@ class SqlKeyStore:
         """Revoke a key by its id; False when there is no such key."""
         with write_tx(self.engine) as conn:
             done = conn.execute(
-                update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_us=to_us(datetime.now(UTC)))
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id)
+                .values(revoked_us=to_us(datetime.now(UTC)))
             )
         return bool(done.rowcount)

@@ -9,7 +9,8 @@ from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from tillflow.errors import MigrationError
+from tillflow.errors import MigrationError, StorageError
+from tillflow.storage.db import write_tx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -24,8 +25,8 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to `revision` (idempotent; safe to run at each start)."""
     config = alembic_config()
     try:
-        with engine.begin() as conn:
+        with write_tx(engine) as conn:  # one migrator at a time, even across processes
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, StorageError) as exc:
         raise MigrationError(f"schema migration failed: {exc}") from exc

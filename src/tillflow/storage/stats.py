@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Table, func, select
 
 from tillflow.storage.db import read_tx
 from tillflow.storage.tables import (
@@ -32,7 +32,10 @@ class SqlStatsReader:
     def read_stats(self, *, latency_sample: int = 200_000) -> dict[str, Any]:
         """Counts, per-group position and lag, and received→inventory-applied latency (ms)."""
         with read_tx(self.engine) as conn:
-            count = lambda table: int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # noqa: E731
+
+            def count(table: Table) -> int:
+                return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
             head = int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
             groups = {r.group_name: int(r.position) for r in conn.execute(select(consumer_groups))}
             latencies = sorted(

@@ -94,7 +94,9 @@ class SqlTransactionStore:
                 .order_by(trace_hops.c.at_us, trace_hops.c.id)
             ).all()
             n_conflicts = conn.execute(
-                select(func.count()).select_from(conflicts).where(conflicts.c.transaction_id == transaction_id)
+                select(func.count())
+                .select_from(conflicts)
+                .where(conflicts.c.transaction_id == transaction_id)
             ).scalar_one()
         timeline = (
             TraceHop("received", from_us(row.received_us), "gateway accepted the record"),

@@ -29,6 +29,9 @@ def _check_ready(request: Request) -> dict[str, str]:
         checks["state_store"] = f"failed: {type(exc).__name__}"
     for thread in request.app.state.consumer_threads:
         checks[thread.name] = "ok" if thread.is_alive() else "stopped"
+    worker = request.app.state.worker
+    if worker is not None:
+        checks["worker_process"] = "ok" if worker.alive() else "stopped"
     return checks
 
 
@@ -36,14 +39,26 @@ def _check_ready(request: Request) -> dict[str, str]:
 async def readyz(request: Request) -> Response:
     checks = await run_in_threadpool(_check_ready, request)
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
+    )
+
+
+def _flows(request: Request) -> dict[str, object]:
+    log = request.app.state.services.event_log
+    head = log.read_head()
+    groups = {}
+    for group in request.app.state.services.consumer_groups():
+        position = log.read_position(group)
+        groups[group] = {"position": position, "lag": head - position}
+    return {"head": head, "consumer_groups": groups}
+
+
+@router.get("/v1/flows", summary="The event log head and each consumer group's position and lag")
+async def flows(request: Request, _: Principal = Depends(require_admin)) -> Response:
+    return json_response(await run_in_threadpool(_flows, request))
 
 
 @router.get("/v1/stats", summary="Counts, consumer lag and end-to-end latency")
 async def stats(request: Request, _: Principal = Depends(require_admin)) -> Response:
-    figures = await run_in_threadpool(request.app.state.stats.read_stats)
-    figures["consumers"] = {
-        r.group: {"events": r.stats.events, "batches": r.stats.batches, "failures": r.stats.failures, "last_error": r.stats.last_error}
-        for r in request.app.state.consumers
-    }
-    return json_response(figures)
+    return json_response(await run_in_threadpool(request.app.state.stats.read_stats))

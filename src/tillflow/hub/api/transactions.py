@@ -82,9 +82,7 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
     if forbidden:
         raise Problem(403, "Store not allowed", "; ".join(forbidden[:20]), type_="forbidden-store")
     traceparent = child_traceparent(request.headers.get("traceparent"))
-    results = await run_in_threadpool(
-        ingest_records, records, services.transactions, traceparent=traceparent
-    )
+    results = await run_in_threadpool(ingest_records, records, services.transactions, traceparent=traceparent)
     request.app.state.wake_consumers()
     counts = Counter(r.status.value for r in results)
     return json_response(
@@ -121,7 +119,9 @@ async def get_transaction(
 
 
 @router.get("/{transaction_id}/trace", summary="Every hop of one transaction, with timestamps")
-async def get_trace(transaction_id: str, request: Request, principal: Principal = Depends(require_key)) -> Response:
+async def get_trace(
+    transaction_id: str, request: Request, principal: Principal = Depends(require_key)
+) -> Response:
     stored = await run_in_threadpool(_find, request, transaction_id, principal)
     start = stored.received_at
     return json_response(

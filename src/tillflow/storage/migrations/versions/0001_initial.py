@@ -53,9 +53,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(64), nullable=False),
         sa.Column("data", sa.LargeBinary, nullable=False),
     )
-    op.create_index(
-        "ix_transaction_conflicts_transaction_id", "transaction_conflicts", ["transaction_id"]
-    )
+    op.create_index("ix_transaction_conflicts_transaction_id", "transaction_conflicts", ["transaction_id"])
     op.create_table(
         "events",
         sa.Column("seq", SEQ, primary_key=True, autoincrement=True),

@@ -1,0 +1,78 @@
+"""How the hub runs: roles, the worker process, and graceful stops.
+
+- role `all` (embedded default): this process serves the API; the flow consumers run in a
+  child worker process, so ingest and flows use separate cores. The child is restarted if
+  it dies.
+- role `api`: the API only (distributed: N of these behind a load balancer).
+- role `worker`: the flow consumers only, until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from tillflow.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(services: Services) -> None:
+    """Run every flow consumer until SIGTERM/SIGINT; the batch in hand is finished and acked."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    runners = services.consumers()
+    threads = [r.start(stop) for r in runners]
+    while not stop.wait(0.5):
+        if not all(t.is_alive() for t in threads):
+            log.error("a consumer thread stopped; exiting so the supervisor restarts the worker")
+            stop.set()
+    for runner in runners:
+        runner.wake.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    services.close()
+
+
+class WorkerSupervisor:
+    """Keeps one `tillflow hub --role worker` child running beside the API process."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = [sys.executable, "-m", "tillflow.cli", "hub", "--role", "worker", *argv]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _watch(self) -> None:
+        backoff = 0.5
+        while not self._stop.wait(0.5):
+            if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
+                log.error("worker process exited with %s; restarting", self.proc.returncode)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30)
+                self.restarts += 1
+                self.proc = subprocess.Popen(self.argv)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
