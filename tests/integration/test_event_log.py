@@ -223,12 +223,8 @@ class TestRoundTrip:
         [got] = log.fetch_batch("any", limit=1)
 
         assert got.event == sent
-        assert (got.event.subject, got.event.partitionkey, got.event.sequence, got.event.traceparent) == (
-            None,
-            None,
-            None,
-            None,
-        )
+        left_out = (got.event.subject, got.event.partitionkey, got.event.sequence, got.event.traceparent)
+        assert left_out == (None, None, None, None)
 
 
 # --- the embedded log: one SQLite file ---------------------------------------------------------------
@@ -240,7 +236,7 @@ def db_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def opened(db_file: Path) -> Iterator[list[SQLiteEventLog]]:
+def opened() -> Iterator[list[SQLiteEventLog]]:
     """Every SQLiteEventLog a story opens, disposed of at its end."""
     logs: list[SQLiteEventLog] = []
     yield logs

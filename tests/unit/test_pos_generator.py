@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -118,12 +119,20 @@ class TestValidity:
             assert tx.started_at is not None and tx.started_at < tx.ended_at
 
     def test_ended_at_increases_per_register(self, traffic: list[Transaction]) -> None:
-        last: dict[tuple[str, str], object] = {}
+        last: dict[tuple[str, str], datetime] = {}
         for tx in traffic:
             key = (tx.store_id, tx.register_id)
             if key in last:
-                assert tx.ended_at > last[key]  # type: ignore[operator]
+                assert tx.ended_at > last[key]
             last[key] = tx.ended_at
+
+    def test_returns_and_voids_come_after_what_they_refer_to(
+        self, traffic: list[Transaction], by_id: dict[str, tuple[int, Transaction]]
+    ) -> None:
+        for tx in traffic:
+            refs = [line.original.transaction for line in tx.lines if line.original is not None]
+            refs += [tx.voided] if tx.voided is not None else []
+            assert all(by_id[ref.transaction_id][1].ended_at < tx.ended_at for ref in refs)
 
 
 class TestSequences:
@@ -370,9 +379,9 @@ class TestCatalog:
 class TestBusyTills:
     def test_a_swamped_register_stays_on_its_business_day(self) -> None:
         store = demo_stores(4)[3]  # Tokyo: the business day is far from UTC's
-        traffic = PosTrafficGenerator([store], business_day=DAY, seed=1).transactions(1_200)
+        traffic = PosTrafficGenerator([store], business_day=DAY, seed=1).transactions(2_000)
         ends = [tx.ended_at for tx in traffic if tx.register_id == "R01"]
-        assert all(a < b for a, b in zip(ends, ends[1:], strict=False))
+        assert all(a < b for a, b in pairwise(ends))
         assert ends[-1].hour >= 21  # past closing time the till keeps going in microseconds
         assert {end.astimezone(ZoneInfo(store.timezone)).date() for end in ends} == {DAY}
 

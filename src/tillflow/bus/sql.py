@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
 from tillflow.storage.db import create_state_engine, lock_for_append, read_tx, sqlite_url, write_tx
+from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.sql import insert_for, to_us
 from tillflow.storage.tables import consumer_groups, events
 
@@ -119,12 +120,18 @@ class SQLEventLog:
             raise EventLogError(f"ack for {group} failed: {exc}") from exc
 
     def read_position(self, group: str) -> int:
-        with read_tx(self.engine) as conn:
-            return self._position(conn, group)
+        try:
+            with read_tx(self.engine) as conn:
+                return self._position(conn, group)
+        except StorageError as exc:
+            raise EventLogError(str(exc)) from exc
 
     def read_head(self) -> int:
-        with read_tx(self.engine) as conn:
-            return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+        try:
+            with read_tx(self.engine) as conn:
+                return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+        except StorageError as exc:
+            raise EventLogError(str(exc)) from exc
 
     @staticmethod
     def _position(conn: Connection, group: str) -> int:
@@ -135,10 +142,11 @@ class SQLEventLog:
 
 
 class SQLiteEventLog(SQLEventLog):
-    """The embedded event log: one SQLite file in WAL mode."""
+    """The embedded event log on its own: one SQLite file in WAL mode, created when missing."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
         super().__init__(create_state_engine(sqlite_url(path), sqlite_synchronous=synchronous))
+        upgrade_schema(self.engine)
 
 
 def _logged(row: Any) -> LoggedEvent:

@@ -17,7 +17,6 @@ from tillflow.model import (
     LoggedEvent,
     MovementReason,
     Transaction,
-    TransactionKind,
 )
 from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.ports import InventoryLedger, InventoryPlan
@@ -83,8 +82,7 @@ def plan_inventory(events: Sequence[LoggedEvent], *, ledger: InventoryLedger) ->
     decoded = decode_transactions(events)
     void_targets = [tx.voided.transaction_id for _, tx in decoded if tx.voided is not None]
     earlier = ledger.find_movements(void_targets) if void_targets else {}
-    originals = [tx.transaction_id for _, tx in decoded if tx.kind is not TransactionKind.VOID]
-    voided = ledger.find_voided(originals) if originals else set()
+    voided = ledger.find_voided([tx.transaction_id for _, tx in decoded] + void_targets)
 
     moved: dict[str, list[InventoryMovement]] = dict(earlier)
     movements: list[InventoryMovement] = []
@@ -94,6 +92,9 @@ def plan_inventory(events: Sequence[LoggedEvent], *, ledger: InventoryLedger) ->
         tx_id = tx.transaction_id
         if tx.voided is not None:
             target = tx.voided.transaction_id
+            if target in voided:  # a second post-void of the same sale changes nothing
+                hops.append((tx_id, "inventory.applied", f"no movement: {target} was already voided"))
+                continue
             reversal = reversal_of(moved.pop(target, ()), tx)
             movements.extend(reversal)
             voids.append((target, tx_id))

@@ -1,8 +1,9 @@
 """POS traffic: a seeded stream of realistic, valid canonical transactions.
 
-Demo stores in five tax regimes ring up sales, returns, post-voids and exchanges. Every amount
-is worked out to the currency's minor unit, so each `Transaction` passes the model's invariants
-when it is constructed. Everything follows from the seed.
+Demo stores in five tax regimes (`demo_stores`) ring up about 93% sales, 5% returns of earlier
+sales of the store, 1% post-voids of recent sales of the register and 1% exchanges. Every amount
+is worked out to the currency's minor unit, and each `Transaction` is validated by the model as
+it is built. Everything follows from the seed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from tillflow.model import (
     minor_unit,
     round_to_minor,
 )
+
+__all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "demo_stores"]
 
 D = Decimal
 ZERO, ONE = D(0), D(1)
@@ -161,9 +164,6 @@ class _Sale:
 class _Till:
     register_id: str
     operator_id: str
-    clock: datetime
-    closing: datetime
-    last: datetime
     sequence: int = 0
     recent: list[_Sale] = field(default_factory=list)
 
@@ -177,6 +177,10 @@ class _Shop:
     rates: dict[str, tuple[Decimal, Decimal]]  # tax code -> rate, 1 + rate
     fixed_off: Decimal
     tills: list[_Till]
+    clock: datetime  # one clock per store: a return always comes after its sale
+    closing: datetime  # 21:00: an overloaded store trades on, faster and faster, ...
+    late: datetime  # 23:59
+    last: datetime  # ... but never past the end of its business day
     sales: list[_Sale] = field(default_factory=list)
     ring: int = 0
     turn: int = 0
@@ -189,11 +193,9 @@ def _open(store: Store, number: int, day: date) -> _Shop:
     if not store.registers:
         raise ValueError(f"store {store.store_id} has no registers")
     tz = ZoneInfo(store.timezone)
-    opening, closing = (datetime.combine(day, time(h), tzinfo=tz) for h in (7, 21))
-    last = datetime.combine(day, time.max, tzinfo=tz)
-    tills = [
-        _Till(r, f"E{number:03d}{i:02d}", opening, closing, last) for i, r in enumerate(store.registers, 1)
-    ]
+    opening, closing, late = (
+        datetime.combine(day, time(h, m), tzinfo=tz) for h, m in ((7, 0), (21, 0), (23, 59))
+    )
     return _Shop(
         store,
         regime,
@@ -201,7 +203,11 @@ def _open(store: Store, number: int, day: date) -> _Shop:
         codes={p.sku: (regime.reduced if p.tax_code == "reduced" else regime.standard)[0] for p in CATALOG},
         rates={code: (rate, 1 + rate) for code, rate in (regime.standard, regime.reduced)},
         fixed_off=_local_price(D("0.50"), regime),
-        tills=tills,
+        tills=[_Till(r, f"E{number:03d}{i:02d}") for i, r in enumerate(store.registers, 1)],
+        clock=opening,
+        closing=closing,
+        late=late,
+        last=datetime.combine(day, time.max, tzinfo=tz),
     )
 
 
@@ -217,40 +223,45 @@ class PosTrafficGenerator:
         self._turn = 0
 
     def catalog(self) -> list[Product]:
+        """The products sold; their `tax_code` is a tax class, "standard" or "reduced"."""
         return list(CATALOG)
 
     def transactions(self, n: int) -> list[Transaction]:
         """The next `n` transactions. The cyclic GC pauses meanwhile: it would rescan the growing list
         over and over (nearly doubling the time for 100k), and none of it is cyclic garbage."""
-        paused = gc.isenabled()
+        was_enabled = gc.isenabled()
         gc.disable()
         try:
             return [self.next_transaction() for _ in range(n)]
         finally:
-            if paused:
+            if was_enabled:
                 gc.enable()
 
     def next_transaction(self) -> Transaction:
+        """The next transaction: the next store in turn, at its next register in turn."""
         rng = self._rng
         shop = self._shops[self._turn]
         self._turn = (self._turn + 1) % len(self._shops)
         till = shop.tills[shop.turn]
         shop.turn = (shop.turn + 1) % len(shop.tills)
         till.sequence += 1
-        # a day of trading 07:00-21:00; past closing an overloaded till keeps going in microseconds
-        if till.clock < till.closing:
-            gap = timedelta(seconds=20 + int(rng.random() * 221))
+        # trading from 07:00, a customer every 15-180 s at each till; after 21:00 every 2-500 ms at
+        # the store, after 23:59 every 2-500 µs: however long the stream, the day does not run out
+        if shop.clock < shop.closing:
+            gap = timedelta(microseconds=(15_000_000 + int(rng.random() * 165_000_000)) // len(shop.tills))
+        elif shop.clock < shop.late:
+            gap = timedelta(microseconds=2_000 + int(rng.random() * 498_000))
         else:
-            gap = timedelta(microseconds=1 + int(rng.random() * 500))
-        till.clock = min(till.clock + gap, till.last)
+            gap = timedelta(microseconds=2 + int(rng.random() * 498))
+        shop.clock = min(shop.clock + gap, shop.last)
         head: Row = {
             "store_id": shop.store.store_id,
             "register_id": till.register_id,
             "business_day": self._day,
             "sequence": till.sequence,
             "currency": shop.regime.currency,
-            "started_at": till.clock - gap // 2,
-            "ended_at": till.clock,
+            "started_at": shop.clock - gap // 2,
+            "ended_at": shop.clock,
             "operator_id": till.operator_id,
         }
         r = rng.random()
@@ -376,13 +387,7 @@ class PosTrafficGenerator:
             customer=voided.customer,
             voided=voided.ref,
             taxes=[
-                {
-                    "code": t.code,
-                    "rate": t.rate,
-                    "taxable_amount": -t.taxable_amount,
-                    "amount": -t.amount,
-                    "inclusive": t.inclusive,
-                }
+                t.model_copy(update={"taxable_amount": -t.taxable_amount, "amount": -t.amount})
                 for t in voided.taxes
             ],
             tenders=[self._refund(voided, -totals.grand_total)],
