@@ -399,3 +399,13 @@ class TestBadInput:
     def test_a_region_without_a_tax_regime_is_refused(self) -> None:
         with pytest.raises(ValueError, match="no tax regime"):
             PosTrafficGenerator([Store(store_id="X1", region="mars", registers=("R01",))], business_day=DAY)
+
+
+class TestFixedBaskets:
+    def test_a_fixed_basket_size_gives_every_sale_that_many_lines(self) -> None:
+        traffic = PosTrafficGenerator(demo_stores(3), business_day=DAY, seed=5, basket_size=4).transactions(
+            500
+        )
+        sales = [tx for tx in traffic if tx.kind.value == "sale"]
+        assert len(sales) > 400
+        assert {len(tx.lines) for tx in sales} == {4}

@@ -214,7 +214,13 @@ def _open(store: Store, number: int, day: date) -> _Shop:
 class PosTrafficGenerator:
     """Transactions of `stores` on `business_day`, round-robin over stores and their registers."""
 
-    def __init__(self, stores: Sequence[Store], *, business_day: date, seed: int = 0) -> None:
+    def __init__(
+        self, stores: Sequence[Store], *, business_day: date, seed: int = 0, basket_size: int | None = None
+    ) -> None:
+        """`basket_size` fixes the lines of every sale (benchmarks); by default it varies from 1 to 9."""
+        if basket_size is not None and not 1 <= basket_size <= 9:
+            raise ValueError("basket_size is between 1 and 9")
+        self._basket_size = basket_size
         if not stores:
             raise ValueError("no stores to generate traffic for")
         self._rng = random.Random(seed)
@@ -276,16 +282,18 @@ class PosTrafficGenerator:
 
     def _sale(self, shop: _Shop, till: _Till, head: Row) -> Transaction:
         rng, random = self._rng, self._rng.random  # indexing by random() is twice as fast as choice()
-        n = _SIZES[int(random() * len(_SIZES))]
+        fixed = self._basket_size
+        n = fixed or _SIZES[int(random() * len(_SIZES))]
         items = []
         for i in range(1, n + 1):
             products = _WEIGHED if random() < 0.16 else _EACH
             items.append(self._line(shop, i, products[int(random() * len(products))]))
-        if n < 8 and rng.random() < 0.25:
-            n += 1
-            items.append(self._line(shop, n, _BAG))
-        if n < 8 and rng.random() < 0.03:
-            items.append(self._line(shop, n + 1, _WRAP))
+        if not fixed:  # a carrier bag, now and then gift wrap
+            if n < 8 and rng.random() < 0.25:
+                n += 1
+                items.append(self._line(shop, n, _BAG))
+            if n < 8 and rng.random() < 0.03:
+                items.append(self._line(shop, n + 1, _WRAP))
         member = rng.random() < 0.4
         head.update(
             kind=TransactionKind.SALE,
