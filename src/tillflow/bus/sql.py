@@ -45,31 +45,18 @@ def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) 
     if not batch:
         return []
     lock_for_append(conn, APPEND_LOCK)
-    keys = [(e.source, e.id) for e in batch]
-    before = _known(conn, keys)
     fresh: dict[tuple[str, str], CloudEvent] = {}
-    for key, event in zip(keys, batch, strict=True):
-        if key not in before:
-            fresh.setdefault(key, event)
-    if not fresh:
-        return [None] * len(batch)
-    conn.execute(
-        insert_for(conn, events).on_conflict_do_nothing(), [_row(e, logged_us) for e in fresh.values()]
+    for event in batch:
+        fresh.setdefault((event.source, event.id), event)
+    inserted = conn.execute(
+        insert_for(conn, events).on_conflict_do_nothing().returning(events.c.source, events.c.event_id, events.c.seq),
+        [_row(e, logged_us) for e in fresh.values()],
     )
-    after = _known(conn, list(fresh))
-    seqs: list[int | None] = []
-    for key in keys:
-        seqs.append(after.get(key) if fresh.pop(key, None) is not None else None)
-    return seqs
-
-
-def _known(conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
-    ids = {k[1] for k in keys}
-    rows = conn.execute(
-        select(events.c.source, events.c.event_id, events.c.seq).where(events.c.event_id.in_(ids))
-    )
-    wanted = set(keys)
-    return {(r.source, r.event_id): r.seq for r in rows if (r.source, r.event_id) in wanted}
+    seq_of = {(r.source, r.event_id): r.seq for r in inserted}
+    out: list[int | None] = []
+    for event in batch:  # only the first of repeats inside the batch gets the seq
+        out.append(seq_of.pop((event.source, event.id), None))
+    return out
 
 
 class SQLEventLog:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from dataclasses import dataclass
 
 from tillflow.model.transaction import Transaction
 
@@ -20,8 +20,9 @@ ERP_JOURNAL_POSTED = "erp.journal.posted.v1"
 EVENT_TYPES = (TRANSACTION_COMPLETED, INVENTORY_ADJUSTED, LOYALTY_POINTS_ACCRUED, ERP_JOURNAL_POSTED)
 
 
-class CloudEvent(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudEvent:
+    """A CloudEvents 1.0 envelope; built by tillflow itself, so it is a plain dataclass."""
 
     id: str
     source: str
@@ -36,10 +37,9 @@ class CloudEvent(BaseModel):
     data: bytes = b"{}"
 
 
-class LoggedEvent(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedEvent:
     """An event as read back from the log, with the position the log gave it."""
-
-    model_config = ConfigDict(frozen=True)
 
     seq: int
     event: CloudEvent

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from tillflow.model.catalog import Product, Store
 from tillflow.model.dayclose import DayClose
@@ -14,7 +16,7 @@ from tillflow.model.ledger import Journal
 from tillflow.model.loyalty import LoyaltyAccrual, LoyaltyRedemption
 from tillflow.model.transaction import Transaction
 
-SCHEMAS: dict[str, type[BaseModel]] = {
+SCHEMAS: dict[str, type[Any]] = {
     "transaction": Transaction,
     "day-close": DayClose,
     "store": Store,
@@ -32,7 +34,7 @@ def schema_documents() -> dict[str, str]:
     return {
         f"{name}.v1.schema.json": json.dumps(
             {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": f"tillflow:{name}:v1"}
-            | model.model_json_schema(),
+            | TypeAdapter(model).json_schema(),
             indent=2,
         )
         + "\n"

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated, Self
 
 from pydantic import Field, StringConstraints, model_validator
@@ -192,7 +193,7 @@ class Transaction(Canonical):
     totals: Totals
     voided: TransactionRef | None = None  # for kind=void: the transaction it cancels
 
-    @property
+    @cached_property
     def transaction_id(self) -> str:
         return transaction_id(self.store_id, self.register_id, self.business_day, self.sequence)
 

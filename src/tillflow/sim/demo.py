@@ -106,6 +106,7 @@ def prepare(settings: DemoSettings, data_dir: Path) -> tuple[Path, TillflowConfi
         hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL"),
         stores=demo_stores(settings.stores),
     )
+    data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "tillflow.yaml"
     config_path.write_text(dump_config(config))
     services = bootstrap(config)

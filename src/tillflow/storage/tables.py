@@ -36,6 +36,7 @@ api_keys = Table(
     Column("revoked_us", BigInteger, nullable=True),
 )
 
+# The idempotency record of each accepted transaction; its content lives once, in its event.
 transactions = Table(
     "transactions",
     metadata,
@@ -48,7 +49,6 @@ transactions = Table(
     Column("currency", String(3), nullable=False),
     Column("grand_total", String(32), nullable=False),
     Column("digest", String(64), nullable=False),
-    Column("data", LargeBinary, nullable=False),
     Column("traceparent", String(55), nullable=True),
     Column("received_us", BigInteger, nullable=False),
     Column("logged_us", BigInteger, nullable=False),

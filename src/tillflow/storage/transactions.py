@@ -13,7 +13,7 @@ from tillflow.model.events import transaction_completed
 from tillflow.ports import IncomingTransaction, StoredTransaction, TraceHop, Verdict
 from tillflow.storage.db import read_tx, write_tx
 from tillflow.storage.sql import from_us, to_us
-from tillflow.storage.tables import conflicts, trace_hops, transactions
+from tillflow.storage.tables import conflicts, events, trace_hops, transactions
 
 
 class SqlTransactionStore:
@@ -57,7 +57,6 @@ class SqlTransactionStore:
                             "currency": r.transaction.currency,
                             "grand_total": str(r.transaction.totals.grand_total),
                             "digest": r.digest,
-                            "data": r.data,
                             "traceparent": r.traceparent,
                             "received_us": received_us,
                             "logged_us": logged_us,
@@ -84,7 +83,9 @@ class SqlTransactionStore:
     def get_transaction(self, transaction_id: str) -> StoredTransaction | None:
         with read_tx(self.engine) as conn:
             row = conn.execute(
-                select(transactions).where(transactions.c.transaction_id == transaction_id)
+                select(transactions, events.c.data)
+                .join(events, events.c.seq == transactions.c.event_seq)
+                .where(transactions.c.transaction_id == transaction_id)
             ).one_or_none()
             if row is None:
                 return None

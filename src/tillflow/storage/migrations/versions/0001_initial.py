@@ -38,7 +38,6 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("grand_total", sa.String(32), nullable=False),
         sa.Column("digest", sa.String(64), nullable=False),
-        sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Column("traceparent", sa.String(55), nullable=True),
         sa.Column("received_us", sa.BigInteger, nullable=False),
         sa.Column("logged_us", sa.BigInteger, nullable=False),
