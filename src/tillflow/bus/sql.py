@@ -49,7 +49,9 @@ def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) 
     for event in batch:
         fresh.setdefault((event.source, event.id), event)
     inserted = conn.execute(
-        insert_for(conn, events).on_conflict_do_nothing().returning(events.c.source, events.c.event_id, events.c.seq),
+        insert_for(conn, events)
+        .on_conflict_do_nothing()
+        .returning(events.c.source, events.c.event_id, events.c.seq),
         [_row(e, logged_us) for e in fresh.values()],
     )
     seq_of = {(r.source, r.event_id): r.seq for r in inserted}

@@ -7,9 +7,8 @@ validated once at the gateway and never parsed by the log.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from dataclasses import dataclass
+from datetime import datetime
 
 from tillflow.model.transaction import Transaction
 
