@@ -29,6 +29,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from tillflow.hub.runtime import tune_gc
 from tillflow.model import Transaction
 from tillflow.sim.demo import DemoSettings as _Settings
 from tillflow.sim.demo import HubProcess, prepare
@@ -53,7 +54,8 @@ def payloads(
 
 
 def baseline(work: list[tuple[str, list[dict[str, Any]]]], directory: Path) -> float:
-    """Transactions/s for validation + batched SQLite append, in-process."""
+    """Transactions/s for validation + batched SQLite append, in-process (GC tuned as in the hub)."""
+    tune_gc()
     conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")

@@ -52,10 +52,11 @@ def hub(
 
     from tillflow.bootstrap import bootstrap
     from tillflow.hub.app import create_app
-    from tillflow.hub.runtime import WorkerSupervisor, run_worker
+    from tillflow.hub.runtime import WorkerSupervisor, run_worker, tune_gc
 
     cfg = _config(config, data_dir, host=host, port=port, role=role)
     services = bootstrap(cfg)
+    tune_gc()
     if cfg.hub.role == "worker":
         console.print(f"tillflow worker running {', '.join(services.consumer_groups())}")
         run_worker(services)

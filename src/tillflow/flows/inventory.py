@@ -19,9 +19,11 @@ from tillflow.model import (
     Transaction,
 )
 from tillflow.model.events import TRANSACTION_COMPLETED
+from tillflow.model.transaction import TRUSTED
 from tillflow.ports import InventoryLedger, InventoryPlan
 
 FLOW = "inventory"
+_TRUSTED = {TRUSTED: True}  # events carry what the gateway validated
 
 
 def movements_for(tx: Transaction) -> list[InventoryMovement]:
@@ -36,8 +38,8 @@ def movements_for(tx: Transaction) -> list[InventoryMovement]:
             quantity, reason = line.quantity, MovementReason.RETURN
         else:
             continue  # damaged goods do not go back on the shelf
-        out.append(
-            InventoryMovement(
+        out.append(  # built from a validated transaction: nothing left to check
+            InventoryMovement.model_construct(
                 store_id=tx.store_id,
                 sku=line.sku,
                 quantity=quantity,
@@ -69,7 +71,7 @@ def event_key(event: LoggedEvent) -> str:
 def decode_transactions(events: Sequence[LoggedEvent]) -> list[tuple[LoggedEvent, Transaction]]:
     """The transaction-completed events of a batch with their transactions."""
     return [
-        (e, Transaction.model_validate_json(e.event.data))
+        (e, Transaction.model_validate_json(e.event.data, context=_TRUSTED))
         for e in events
         if e.event.type == TRANSACTION_COMPLETED
     ]

@@ -13,7 +13,7 @@ from tillflow.errors import FlowError
 from tillflow.model import InventoryMovement, MovementReason, UnitOfMeasure
 from tillflow.ports import InventoryPlan
 from tillflow.storage.db import read_tx, write_tx
-from tillflow.storage.sql import from_us, insert_for, to_us
+from tillflow.storage.sql import from_us, insert_for, insert_rows, to_us
 from tillflow.storage.tables import (
     inventory_movements,
     inventory_positions,
@@ -106,15 +106,16 @@ class SqlInventoryLedger:
                 }
             )
         with write_tx(self.engine) as conn:
-            if plan.event_keys:
-                conn.execute(
-                    processed_events.insert(),
-                    [{"flow": flow, "event_key": k, "processed_us": now_us} for k in plan.event_keys],
-                )
+            insert_rows(
+                conn,
+                processed_events.insert(),
+                [{"flow": flow, "event_key": k, "processed_us": now_us} for k in plan.event_keys],
+            )
             if rows:
-                conn.execute(inventory_movements.insert(), rows)
+                insert_rows(conn, inventory_movements.insert(), rows)
                 upsert = insert_for(conn, inventory_positions)
-                conn.execute(
+                insert_rows(
+                    conn,
                     upsert.on_conflict_do_update(
                         index_elements=[inventory_positions.c.store_id, inventory_positions.c.sku],
                         set_={
@@ -134,19 +135,16 @@ class SqlInventoryLedger:
                         for (store, sku), delta in sorted(deltas.items())
                     ],
                 )
-            if plan.voids:
-                conn.execute(
-                    insert_for(conn, inventory_voids).on_conflict_do_nothing(),
-                    [
-                        {"transaction_id": t, "void_transaction_id": v, "voided_us": now_us}
-                        for t, v in plan.voids
-                    ],
-                )
-            if plan.hops:
-                conn.execute(
-                    trace_hops.insert(),
-                    [{"transaction_id": t, "hop": h, "at_us": now_us, "detail": d} for t, h, d in plan.hops],
-                )
+            insert_rows(
+                conn,
+                insert_for(conn, inventory_voids).on_conflict_do_nothing(),
+                [{"transaction_id": t, "void_transaction_id": v, "voided_us": now_us} for t, v in plan.voids],
+            )
+            insert_rows(
+                conn,
+                trace_hops.insert(),
+                [{"transaction_id": t, "hop": h, "at_us": now_us, "detail": d} for t, h, d in plan.hops],
+            )
         return len(rows)
 
     def read_position(self, store_id: str, sku: str) -> Decimal | None:

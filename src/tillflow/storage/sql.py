@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,3 +23,18 @@ def insert_for(conn: Connection, table: Table) -> Any:
     """The dialect's INSERT, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
+
+
+def insert_rows(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Run an INSERT for many rows through the driver's executemany.
+
+    The hot path writes thousands of rows a second; SQLAlchemy's per-row parameter processing
+    costs more than the insert itself. The statement is compiled once for the dialect and the
+    rows go straight to the driver (no Python-side column defaults: give every value).
+    """
+    if not rows:
+        return
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    order = compiled.positiontup
+    params: Sequence[Any] = [tuple(row[k] for k in order) for row in rows] if order else list(rows)
+    conn.exec_driver_sql(str(compiled), params)

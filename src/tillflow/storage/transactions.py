@@ -12,7 +12,7 @@ from tillflow.flows.ingest import judge_batch
 from tillflow.model.events import transaction_completed
 from tillflow.ports import IncomingTransaction, StoredTransaction, TraceHop, Verdict
 from tillflow.storage.db import read_tx, write_tx
-from tillflow.storage.sql import from_us, to_us
+from tillflow.storage.sql import from_us, insert_rows, to_us
 from tillflow.storage.tables import conflicts, events, trace_hops, transactions
 
 
@@ -39,12 +39,13 @@ class SqlTransactionStore:
             judgement = judge_batch(batch, known)
             if judgement.new:
                 logged_us = max(received_us, to_us(datetime.now(received_at.tzinfo)))
-                events = [
+                new_events = [
                     transaction_completed(r.transaction, r.data, traceparent=r.traceparent)
                     for r in judgement.new
                 ]
-                seqs = append_in(conn, events, logged_us=logged_us)
-                conn.execute(
+                seqs = append_in(conn, new_events, logged_us=logged_us)
+                insert_rows(
+                    conn,
                     transactions.insert(),
                     [
                         {
@@ -66,7 +67,8 @@ class SqlTransactionStore:
                     ],
                 )
             if judgement.conflicts:
-                conn.execute(
+                insert_rows(
+                    conn,
                     conflicts.insert(),
                     [
                         {
