@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tillflow.config import HubSettings, TillflowConfig, dump_config
+from tillflow.hub.runtime import stop_process
 from tillflow.model import Transaction
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
@@ -87,13 +87,7 @@ class HubProcess:
         raise RuntimeError(f"the hub was not ready within {timeout:.0f}s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -61,6 +62,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 @router.post("", openapi_extra=_BATCH_SCHEMA, summary="Submit a batch of canonical transactions")
 async def post_transactions(request: Request, principal: Principal = Depends(require_key)) -> Response:
     """Answers per record: accepted / duplicate / conflict / invalid (field path and reason)."""
+    received_at = datetime.now(UTC)
     services = request.app.state.services
     hub = services.config.hub
     body = await read_body(request, hub.max_body_bytes)
@@ -82,7 +84,9 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
     if forbidden:
         raise Problem(403, "Store not allowed", "; ".join(forbidden[:20]), type_="forbidden-store")
     traceparent = child_traceparent(request.headers.get("traceparent"))
-    results = await run_in_threadpool(ingest_records, records, services.transactions, traceparent=traceparent)
+    results = await run_in_threadpool(
+        ingest_records, records, services.transactions, traceparent=traceparent, received_at=received_at
+    )
     request.app.state.wake_consumers()
     counts = Counter(r.status.value for r in results)
     return json_response(
