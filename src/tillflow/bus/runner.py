@@ -36,7 +36,7 @@ class ConsumerRunner:
         group: str,
         handler: Handler,
         *,
-        batch_size: int = 1000,
+        batch_size: int = 500,
         idle_wait: float = 0.02,
         max_backoff: float = 5.0,
     ) -> None:

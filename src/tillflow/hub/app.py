@@ -6,6 +6,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 import tillflow
@@ -17,6 +18,9 @@ from tillflow.model import Transaction
 from tillflow.storage.stats import SqlStatsReader
 
 
+THREADS = 8
+
+
 def create_app(
     services: Services, *, in_process_consumers: bool = False, worker: WorkerSupervisor | None = None
 ) -> FastAPI:
@@ -26,6 +30,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Handlers hand blocking work to threads. A few are enough: SQLite takes one writer
+        # at a time, and each extra thread costs a malloc arena of resident memory.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         app.state.consumer_threads = [c.start(stop) for c in app.state.consumers]
         if worker is not None:
             worker.start()

@@ -1,0 +1,56 @@
+"""Configuration: YAML plus TILLFLOW_* overrides; a bad key stops the start with its path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tillflow.config import dump_config, load_config
+from tillflow.errors import ConfigError
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "tillflow.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class TestLoadConfig:
+    def test_the_environment_wins_over_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        path = write(tmp_path, {"hub": {"port": 8000}, "stores": [{"store_id": "S001"}]})
+        monkeypatch.setenv("TILLFLOW_HUB__PORT", "9123")
+        config = load_config(path)
+        assert config.hub.port == 9123
+        assert config.store_ids() == frozenset({"S001"})
+
+    def test_a_bad_value_names_its_path(self, tmp_path: Path) -> None:
+        path = write(tmp_path, {"stores": [{"store_id": "S001"}, {"store_id": "S 2"}]})
+        with pytest.raises(ConfigError, match=r"stores\.1\.store_id"):
+            load_config(path)
+
+    def test_an_unknown_key_is_refused(self, tmp_path: Path) -> None:
+        path = write(tmp_path, {"hub": {"prot": 1}})
+        with pytest.raises(ConfigError, match=r"hub\.prot"):
+            load_config(path)
+
+    def test_a_file_that_is_not_a_mapping_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "list.yaml"
+        path.write_text("- a\n- b\n")
+        with pytest.raises(ConfigError, match="mapping"):
+            load_config(path)
+
+    def test_the_default_state_is_a_sqlite_file_in_the_data_dir(self, tmp_path: Path) -> None:
+        config = load_config(None, data_dir=tmp_path)
+        assert config.hub.resolved_state_url() == f"sqlite:///{tmp_path.resolve() / 'tillflow.db'}"
+
+    def test_a_dumped_config_loads_back_the_same(self, tmp_path: Path) -> None:
+        original = load_config(
+            write(tmp_path, {"hub": {"port": 8123}, "stores": [{"store_id": "S001", "currency": "GBP"}]})
+        )
+        again = tmp_path / "again.yaml"
+        again.write_text(dump_config(original))
+        assert load_config(again) == original
