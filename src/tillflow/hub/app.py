@@ -17,7 +17,6 @@ from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
 from tillflow.storage.stats import SqlStatsReader
 
-
 THREADS = 8
 
 
