@@ -31,8 +31,8 @@ from rich.table import Table
 
 from tillflow.hub.runtime import tune_gc
 from tillflow.model import Transaction
-from tillflow.sim.demo import DemoSettings as _Settings
-from tillflow.sim.demo import HubProcess, prepare
+from tillflow.demo import DemoSettings as _Settings
+from tillflow.demo import HubProcess, prepare
 from tillflow.sim.pos import PosTrafficGenerator
 
 RESULTS = Path(__file__).parent / "results"

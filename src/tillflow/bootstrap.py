@@ -2,51 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import Engine
-
 from tillflow.bus.runner import ConsumerRunner
 from tillflow.bus.sql import SQLEventLog
 from tillflow.config import TillflowConfig
 from tillflow.flows import inventory
-from tillflow.ports import EventLog, InventoryLedger, KeyStore, TransactionStore
+from tillflow.services import Services
 from tillflow.storage.db import create_state_engine
-from tillflow.storage.inventory import SqlInventoryLedger
-from tillflow.storage.keys import SqlKeyStore
+from tillflow.storage.inventory import SQLInventoryLedger
+from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.migrate import upgrade_schema
-from tillflow.storage.transactions import SqlTransactionStore
-
-
-@dataclass
-class Services:
-    config: TillflowConfig
-    engine: Engine
-    event_log: EventLog
-    transactions: TransactionStore
-    inventory: InventoryLedger
-    keys: KeyStore
-
-    def consumer_groups(self) -> list[str]:
-        """The names of the flow consumer groups this deployment runs."""
-        return [inventory.FLOW]
-
-    def consumers(self) -> list[ConsumerRunner]:
-        """The flow consumer groups this deployment runs."""
-        ledger = self.inventory
-        return [
-            ConsumerRunner(
-                self.event_log,
-                inventory.FLOW,
-                lambda batch: inventory.apply_inventory(batch, ledger=ledger),
-            )
-        ]
-
-    def close(self) -> None:
-        self.engine.dispose()
+from tillflow.storage.stats import SQLStatsReader
+from tillflow.storage.transactions import SQLTransactionStore
 
 
 def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
+    """Services on the embedded SQLite state (or PostgreSQL when `hub.state_url` says so)."""
     hub = config.hub
     url = hub.resolved_state_url()
     if url.startswith("sqlite"):
@@ -54,11 +24,24 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     engine = create_state_engine(url, sqlite_synchronous=hub.sqlite_synchronous)
     if migrate:
         upgrade_schema(engine)
+    event_log = SQLEventLog(engine)
+    ledger = SQLInventoryLedger(engine)
+
+    def consumers() -> list[ConsumerRunner]:
+        return [
+            ConsumerRunner(
+                event_log, inventory.FLOW, lambda batch: inventory.apply_inventory(batch, ledger=ledger)
+            ),
+        ]
+
     return Services(
         config=config,
-        engine=engine,
-        event_log=SQLEventLog(engine),
-        transactions=SqlTransactionStore(engine),
-        inventory=SqlInventoryLedger(engine),
-        keys=SqlKeyStore(engine),
+        event_log=event_log,
+        transactions=SQLTransactionStore(engine),
+        inventory=ledger,
+        keys=SQLKeyStore(engine),
+        stats=SQLStatsReader(engine),
+        consumer_groups=(inventory.FLOW,),
+        make_consumers=consumers,
+        close=engine.dispose,
     )

@@ -58,7 +58,7 @@ def hub(
     services = bootstrap(cfg)
     tune_gc()
     if cfg.hub.role == "worker":
-        console.print(f"tillflow worker running {', '.join(services.consumer_groups())}")
+        console.print(f"tillflow worker running {', '.join(services.consumer_groups)}")
         run_worker(services)
         return
     worker = None
@@ -124,7 +124,7 @@ def demo(
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Start a hub, drive POS traffic from N stores through it, and print what happened."""
-    from tillflow.sim.demo import DemoSettings, run_demo
+    from tillflow.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
         stores=stores,

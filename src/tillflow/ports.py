@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from tillflow.model import CloudEvent, InventoryMovement, LoggedEvent, Transaction
 
@@ -150,4 +150,16 @@ class KeyStore(Protocol):
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal of a valid, unrevoked key, or None."""
+        ...
+
+
+class StatsReader(Protocol):
+    """Operational figures and the health of the state store."""
+
+    def read_stats(self) -> dict[str, Any]:
+        """Counts, consumer positions and lag, end-to-end latency percentiles."""
+        ...
+
+    def ping_store(self) -> None:
+        """Return when the state store answers; raise StorageError when it does not."""
         ...

@@ -2,7 +2,7 @@
 
 Each story rings transactions up (their completed events go into the `SQLEventLog`), lets the
 inventory consumer group handle what it has not acknowledged yet (`apply_inventory` on a
-`SqlInventoryLedger`), and reads the positions back.
+`SQLInventoryLedger`), and reads the positions back.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from tillflow.bus.sql import SQLEventLog
 from tillflow.flows.inventory import FLOW, apply_inventory
 from tillflow.model import ItemType, LoggedEvent, Transaction
 from tillflow.model.events import transaction_completed
-from tillflow.storage.inventory import SqlInventoryLedger
+from tillflow.storage.inventory import SQLInventoryLedger
 from tillflow.storage.tables import inventory_movements
-from tillflow.storage.transactions import SqlTransactionStore
+from tillflow.storage.transactions import SQLTransactionStore
 
 
 class Shop:
@@ -39,7 +39,7 @@ class Shop:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.log = SQLEventLog(engine)
-        self.ledger = SqlInventoryLedger(engine)
+        self.ledger = SQLInventoryLedger(engine)
 
     def ring_up(self, *txs: Transaction) -> None:
         self.log.append_events(
@@ -224,7 +224,7 @@ class TestPostVoids:
 
 
 def test_the_trace_shows_when_inventory_applied_a_transaction(shop: Shop, engine: Engine) -> None:
-    store = SqlTransactionStore(engine)
+    store = SQLTransactionStore(engine)
     tx = sale(1, line(1, "GRO-0001"))
     store.record_batch([incoming(tx)], received_at=tx.ended_at)
 

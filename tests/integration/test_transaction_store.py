@@ -1,4 +1,4 @@
-"""SqlTransactionStore on SQLite and PostgreSQL: accepting a transaction logs its event in the
+"""SQLTransactionStore on SQLite and PostgreSQL: accepting a transaction logs its event in the
 same commit; a retry changes nothing; a different record under a known identity is refused and
 recorded, the original kept.
 """
@@ -12,20 +12,21 @@ import pytest
 from sqlalchemy import Connection, Engine, func, select
 
 from tests.builders import TRACEPARENT, canonical_bytes, incoming, line, sale
-from tillflow.bus.sql import SQLEventLog, append_in
+from tillflow.bus.sql import SQLEventLog
 from tillflow.model import CloudEvent, LoggedEvent
 from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.ports import Verdict
 from tillflow.storage import transactions as transactions_module
+from tillflow.storage.outbox import append_in
 from tillflow.storage.tables import transactions
-from tillflow.storage.transactions import SqlTransactionStore
+from tillflow.storage.transactions import SQLTransactionStore
 
 RECEIVED = datetime(2026, 11, 29, 18, 0, 0, 250_000, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(engine: Engine) -> SqlTransactionStore:
-    return SqlTransactionStore(engine)
+def store(engine: Engine) -> SQLTransactionStore:
+    return SQLTransactionStore(engine)
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def stored_rows(engine: Engine) -> int:
 
 
 class TestAccepting:
-    def test_new_transactions_are_accepted_and_stored_as_sent(self, store: SqlTransactionStore) -> None:
+    def test_new_transactions_are_accepted_and_stored_as_sent(self, store: SQLTransactionStore) -> None:
         a, b = sale(1), sale(2, line(1, "BAK-0001", unit_price="3.80"))
 
         verdicts = store.record_batch([incoming(a), incoming(b)], received_at=RECEIVED)
@@ -60,7 +61,7 @@ class TestAccepting:
             assert stored.conflicts == 0
 
     def test_each_accepted_transaction_has_exactly_one_completed_event(
-        self, store: SqlTransactionStore, log: SQLEventLog
+        self, store: SQLTransactionStore, log: SQLEventLog
     ) -> None:
         batch = [sale(1), sale(2), sale(3)]
 
@@ -78,7 +79,7 @@ class TestAccepting:
             assert event.event.partitionkey == tx.store_id
 
     def test_an_empty_batch_is_answered_with_no_verdicts(
-        self, store: SqlTransactionStore, log: SQLEventLog
+        self, store: SQLTransactionStore, log: SQLEventLog
     ) -> None:
         assert store.record_batch([], received_at=RECEIVED) == []
         assert log.read_head() == 0
@@ -86,7 +87,7 @@ class TestAccepting:
 
 class TestRepeats:
     def test_a_retry_with_the_same_content_is_a_duplicate_and_changes_nothing(
-        self, store: SqlTransactionStore, log: SQLEventLog
+        self, store: SQLTransactionStore, log: SQLEventLog
     ) -> None:
         tx = sale(1)
         store.record_batch([incoming(tx)], received_at=RECEIVED)
@@ -101,7 +102,7 @@ class TestRepeats:
         assert len(logged(log)) == 1
 
     def test_a_retry_is_a_duplicate_even_when_its_traceparent_differs(
-        self, store: SqlTransactionStore
+        self, store: SQLTransactionStore
     ) -> None:
         tx = sale(1)
         store.record_batch([incoming(tx)], received_at=RECEIVED)
@@ -113,7 +114,7 @@ class TestRepeats:
         assert stored is not None and stored.traceparent == TRACEPARENT
 
     def test_other_content_under_a_known_identity_is_a_conflict_and_the_original_stays(
-        self, store: SqlTransactionStore, log: SQLEventLog
+        self, store: SQLTransactionStore, log: SQLEventLog
     ) -> None:
         original = sale(1)
         rewritten = sale(1, line(1, "APP-0001", unit_price="12.99"))
@@ -129,7 +130,7 @@ class TestRepeats:
         assert stored.conflicts == 1
         assert [e.event.data for e in logged(log)] == [canonical_bytes(original)]
 
-    def test_every_conflicting_attempt_is_counted(self, store: SqlTransactionStore) -> None:
+    def test_every_conflicting_attempt_is_counted(self, store: SQLTransactionStore) -> None:
         original = sale(1)
         store.record_batch([incoming(original)], received_at=RECEIVED)
 
@@ -140,7 +141,7 @@ class TestRepeats:
         assert stored is not None and stored.conflicts == 2
 
     def test_repeats_inside_one_batch_are_judged_against_the_first(
-        self, store: SqlTransactionStore, log: SQLEventLog
+        self, store: SQLTransactionStore, log: SQLEventLog
     ) -> None:
         tx = sale(1)
         rewritten = sale(1, line(1, "GRO-0002"))
@@ -156,7 +157,7 @@ class TestRepeats:
         assert stored.conflicts == 1
         assert [e.event.id for e in logged(log)] == [tx.transaction_id, sale(2).transaction_id]
 
-    def test_a_mixed_batch_stores_only_the_new_ones(self, store: SqlTransactionStore, engine: Engine) -> None:
+    def test_a_mixed_batch_stores_only_the_new_ones(self, store: SQLTransactionStore, engine: Engine) -> None:
         known = sale(1)
         store.record_batch([incoming(known)], received_at=RECEIVED)
 
@@ -169,12 +170,12 @@ class TestRepeats:
 
 
 class TestReading:
-    def test_an_unknown_transaction_is_none(self, store: SqlTransactionStore) -> None:
+    def test_an_unknown_transaction_is_none(self, store: SQLTransactionStore) -> None:
         store.record_batch([incoming(sale(1))], received_at=RECEIVED)
 
         assert store.get_transaction(sale(99).transaction_id) is None
 
-    def test_the_trace_starts_with_received_then_logged(self, store: SqlTransactionStore) -> None:
+    def test_the_trace_starts_with_received_then_logged(self, store: SQLTransactionStore) -> None:
         tx = sale(1)
         store.record_batch([incoming(tx)], received_at=RECEIVED)
 
@@ -190,7 +191,7 @@ class TestReading:
 
 class TestAtomicity:
     def test_a_failed_event_append_leaves_no_transaction_behind(
-        self, store: SqlTransactionStore, log: SQLEventLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
+        self, store: SQLTransactionStore, log: SQLEventLog, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         def append_then_fail(
             conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int
@@ -208,7 +209,7 @@ class TestAtomicity:
         assert log.read_head() == 0
 
     def test_after_a_failed_append_the_same_batch_is_accepted(
-        self, store: SqlTransactionStore, log: SQLEventLog, monkeypatch: pytest.MonkeyPatch
+        self, store: SQLTransactionStore, log: SQLEventLog, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         def fail(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) -> list[int | None]:
             raise RuntimeError("event log unavailable")

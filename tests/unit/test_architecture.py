@@ -140,12 +140,32 @@ class TestDependencyRule:
 
         assert offending == [], "\n".join(map(str, offending))
 
-    def test_only_the_outermost_layers_import_bootstrap(self) -> None:
-        outermost = ("tillflow.bootstrap", "tillflow.cli", "tillflow.hub", "tillflow.sim")
+    def test_only_the_entry_points_import_bootstrap(self) -> None:
+        outermost = ("tillflow.bootstrap", "tillflow.cli", "tillflow.demo")
         offending = [
             imp
             for imp in ALL_IMPORTS
             if within(imp.target, "tillflow.bootstrap") and not within(imp.module, *outermost)
         ]
+
+        assert offending == [], "\n".join(map(str, offending))
+
+    @pytest.mark.parametrize("layer", ["tillflow.bus", "tillflow.storage", "tillflow.connectors"])
+    def test_adapters_never_reach_out_to_entry_points(self, layer: str) -> None:
+        outer = (
+            "tillflow.hub",
+            "tillflow.edge",
+            "tillflow.sim",
+            "tillflow.bootstrap",
+            "tillflow.cli",
+            "tillflow.demo",
+        )
+        offending = [imp for imp in of(layer) if ours(imp) and within(imp.target, *outer)]
+
+        assert offending == [], "\n".join(map(str, offending))
+
+    def test_the_state_store_does_not_depend_on_the_bus(self) -> None:
+        # the bus builds on the storage helpers; the reverse would be a cycle
+        offending = [imp for imp in of("tillflow.storage") if within(imp.target, "tillflow.bus")]
 
         assert offending == [], "\n".join(map(str, offending))

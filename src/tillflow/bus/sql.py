@@ -1,8 +1,7 @@
 """The event log in a SQL database: `SQLiteEventLog` (embedded) and the same log on PostgreSQL.
 
-Events sit in one table ordered by `seq`; a consumer group is a committed position. Because
-the log shares the state store's database, the gateway appends a transaction's event in the
-same commit that stores the transaction (`append_in`).
+Events sit in the state store's `events` table ordered by `seq` (see storage.outbox); a
+consumer group is a committed position.
 """
 
 from __future__ import annotations
@@ -17,48 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
-from tillflow.storage.db import create_state_engine, lock_for_append, read_tx, sqlite_url, write_tx
+from tillflow.storage.db import create_state_engine, read_tx, sqlite_url, write_tx
 from tillflow.storage.migrate import upgrade_schema
+from tillflow.storage.outbox import append_in
 from tillflow.storage.sql import insert_for, to_us
 from tillflow.storage.tables import consumer_groups, events
-
-APPEND_LOCK = "tillflow.events.append"
-
-
-def _row(event: CloudEvent, logged_us: int) -> dict[str, Any]:
-    return {
-        "source": event.source,
-        "event_id": event.id,
-        "type": event.type,
-        "time": event.time.isoformat(),
-        "subject": event.subject,
-        "partitionkey": event.partitionkey,
-        "sequence": event.sequence,
-        "traceparent": event.traceparent,
-        "data": event.data,
-        "logged_us": logged_us,
-    }
-
-
-def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) -> list[int | None]:
-    """Append within the caller's transaction; returns each event's seq (None: a duplicate)."""
-    if not batch:
-        return []
-    lock_for_append(conn, APPEND_LOCK)
-    fresh: dict[tuple[str, str], CloudEvent] = {}
-    for event in batch:
-        fresh.setdefault((event.source, event.id), event)
-    inserted = conn.execute(
-        insert_for(conn, events)
-        .on_conflict_do_nothing()
-        .returning(events.c.source, events.c.event_id, events.c.seq),
-        [_row(e, logged_us) for e in fresh.values()],
-    )
-    seq_of = {(r.source, r.event_id): r.seq for r in inserted}
-    out: list[int | None] = []
-    for event in batch:  # only the first of repeats inside the batch gets the seq
-        out.append(seq_of.pop((event.source, event.id), None))
-    return out
 
 
 class SQLEventLog:

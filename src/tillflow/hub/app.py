@@ -10,12 +10,11 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 import tillflow
-from tillflow.bootstrap import Services
 from tillflow.hub.api import health, inventory, transactions
 from tillflow.hub.problems import install_problem_handlers
 from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
-from tillflow.storage.stats import SqlStatsReader
+from tillflow.services import Services
 
 THREADS = 8
 
@@ -52,7 +51,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    app.state.stats = SqlStatsReader(services.engine)
     app.state.consumers = services.consumers() if in_process_consumers else []
     app.state.consumer_threads = []
     app.state.worker = worker

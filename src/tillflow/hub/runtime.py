@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tillflow.bootstrap import Services
+from tillflow.services import Services
 
 log = logging.getLogger(__name__)
 

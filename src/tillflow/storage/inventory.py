@@ -32,7 +32,7 @@ def to_milli(quantity: Decimal) -> int:
     return int(milli)
 
 
-class SqlInventoryLedger:
+class SQLInventoryLedger:
     """The InventoryLedger port on a SQLAlchemy engine."""
 
     def __init__(self, engine: Engine) -> None:

@@ -23,7 +23,7 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class SqlKeyStore:
+class SQLKeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

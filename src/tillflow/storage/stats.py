@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, func, select, text
 
 from tillflow.storage.db import read_tx
 from tillflow.storage.tables import (
@@ -25,9 +25,13 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank]
 
 
-class SqlStatsReader:
+class SQLStatsReader:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def ping_store(self) -> None:
+        with read_tx(self.engine) as conn:
+            conn.execute(text("SELECT 1"))
 
     def read_stats(self, *, latency_sample: int = 200_000) -> dict[str, Any]:
         """Counts, per-group position and lag, and received→inventory-applied latency (ms)."""

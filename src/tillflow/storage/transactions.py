@@ -7,16 +7,16 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from tillflow.bus.sql import append_in
 from tillflow.flows.ingest import judge_batch
 from tillflow.model.events import transaction_completed
 from tillflow.ports import IncomingTransaction, StoredTransaction, TraceHop, Verdict
-from tillflow.storage.db import read_tx, write_tx
+from tillflow.storage.db import lock_for_append, read_tx, write_tx
+from tillflow.storage.outbox import APPEND_LOCK, append_in
 from tillflow.storage.sql import from_us, insert_rows, to_us
 from tillflow.storage.tables import conflicts, events, trace_hops, transactions
 
 
-class SqlTransactionStore:
+class SQLTransactionStore:
     """The TransactionStore port: transactions, conflicts and their events in one database."""
 
     def __init__(self, engine: Engine) -> None:
@@ -28,6 +28,9 @@ class SqlTransactionStore:
         received_us = to_us(received_at)
         ids = {r.transaction.transaction_id for r in batch}
         with write_tx(self.engine) as conn:
+            # judge and write under the append lock: two requests carrying the same
+            # identity must not both see it as new (PostgreSQL has no single writer)
+            lock_for_append(conn, APPEND_LOCK)
             known = {
                 row.transaction_id: row.digest
                 for row in conn.execute(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from tillflow.hub.api.transactions import json_response
+from tillflow.errors import TillflowError
 from tillflow.hub.auth import require_admin
+from tillflow.hub.responses import json_response
 from tillflow.ports import Principal
 
 router = APIRouter(tags=["operations"])
@@ -22,11 +22,10 @@ async def healthz() -> Response:
 def _check_ready(request: Request) -> dict[str, str]:
     checks: dict[str, str] = {}
     try:
-        with request.app.state.services.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        request.app.state.services.stats.ping_store()
         checks["state_store"] = "ok"
-    except Exception as exc:  # any failure means not ready; say which
-        checks["state_store"] = f"failed: {type(exc).__name__}"
+    except TillflowError as exc:
+        checks["state_store"] = f"failed: {exc}"
     for thread in request.app.state.consumer_threads:
         checks[thread.name] = "ok" if thread.is_alive() else "stopped"
     worker = request.app.state.worker
@@ -48,7 +47,7 @@ def _flows(request: Request) -> dict[str, object]:
     log = request.app.state.services.event_log
     head = log.read_head()
     groups = {}
-    for group in request.app.state.services.consumer_groups():
+    for group in request.app.state.services.consumer_groups:
         position = log.read_position(group)
         groups[group] = {"position": position, "lag": head - position}
     return {"head": head, "consumer_groups": groups}
@@ -61,4 +60,4 @@ async def flows(request: Request, _: Principal = Depends(require_admin)) -> Resp
 
 @router.get("/v1/stats", summary="Counts, consumer lag and end-to-end latency")
 async def stats(request: Request, _: Principal = Depends(require_admin)) -> Response:
-    return json_response(await run_in_threadpool(request.app.state.stats.read_stats))
+    return json_response(await run_in_threadpool(request.app.state.services.stats.read_stats))

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from tillflow.hub.api.transactions import json_response
 from tillflow.hub.auth import require_key
 from tillflow.hub.problems import Problem
+from tillflow.hub.responses import json_response
 from tillflow.ports import Principal
 
 router = APIRouter(prefix="/v1/inventory", tags=["inventory"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from tillflow.hub.auth import require_key
 from tillflow.hub.ingest import forbidden_records, ingest_records
 from tillflow.hub.problems import Problem
+from tillflow.hub.responses import json_response
 from tillflow.model import Transaction
 from tillflow.observe.trace import child_traceparent, trace_id_of
 from tillflow.ports import Principal, StoredTransaction
@@ -53,10 +53,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(chunks) > limit:
             raise Problem(413, "Body too large", f"the body limit is {limit} bytes", type_="body-too-large")
     return bytes(chunks)
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 @router.post("", openapi_extra=_BATCH_SCHEMA, summary="Submit a batch of canonical transactions")

@@ -1,0 +1,30 @@
+"""What the entry points (hub, worker, demo, CLI) work with: the configuration and the ports.
+
+`bootstrap()` builds it; nothing here knows which adapters sit behind the ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tillflow.bus.runner import ConsumerRunner
+from tillflow.config import TillflowConfig
+from tillflow.ports import EventLog, InventoryLedger, KeyStore, StatsReader, TransactionStore
+
+
+@dataclass
+class Services:
+    config: TillflowConfig
+    event_log: EventLog
+    transactions: TransactionStore
+    inventory: InventoryLedger
+    keys: KeyStore
+    stats: StatsReader
+    consumer_groups: tuple[str, ...]
+    make_consumers: Callable[[], list[ConsumerRunner]]
+    close: Callable[[], None]
+
+    def consumers(self) -> list[ConsumerRunner]:
+        """Fresh runners for every flow consumer group of this deployment."""
+        return self.make_consumers()
