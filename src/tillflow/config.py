@@ -59,7 +59,8 @@ class TillflowConfig(BaseSettings):
 
 
 def load_config(path: Path | None = None, **overrides: Any) -> TillflowConfig:
-    """Read the YAML file (if any), apply the environment, validate; ConfigError names the key."""
+    """Read the YAML file (if any), apply the environment, then `overrides` (hub settings from
+    the command line); validate. ConfigError names the bad key."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -69,10 +70,12 @@ def load_config(path: Path | None = None, **overrides: Any) -> TillflowConfig:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = loaded
-    for key, value in overrides.items():
-        data.setdefault("hub", {})[key] = value
     try:
-        return TillflowConfig(**data)
+        config = TillflowConfig(**data)
+        if overrides:  # command-line flags win over the environment and the file
+            hub = HubSettings.model_validate(config.hub.model_dump() | overrides)
+            config = config.model_copy(update={"hub": hub})
+        return config
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(f"invalid configuration{f' in {path}' if path else ''}: {problems}") from exc

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from rich.table import Table
 
 from tillflow.config import HubSettings, TillflowConfig, dump_config
 from tillflow.hub.runtime import stop_process
-from tillflow.model import Transaction
+from tillflow.model import Transaction, transaction_id
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 
@@ -122,12 +122,20 @@ def batches(txs: list[Transaction], size: int) -> Iterator[tuple[str, list[dict[
             yield store, records[i : i + size]
 
 
-def sabotage(records: list[dict[str, Any]], rng: random.Random, share: float) -> int:
-    """Break a few records the way real tills do; returns how many were broken."""
-    broken = 0
+def sabotage(records: list[dict[str, Any]], rng: random.Random, share: float) -> list[str]:
+    """Break a few records the way real tills do; returns the transaction ids it broke."""
+    broken = []
     for record in records:
         if rng.random() >= share:
             continue
+        broken.append(
+            transaction_id(
+                record["store_id"],
+                record["register_id"],
+                date.fromisoformat(record["business_day"]),
+                record["sequence"],
+            )
+        )
         breakage = rng.choice(("float", "missing", "unbalanced"))
         if breakage == "float":  # a client that sends binary floats
             record["totals"]["grand_total"] = float(record["totals"]["grand_total"])
@@ -135,7 +143,6 @@ def sabotage(records: list[dict[str, Any]], rng: random.Random, share: float) ->
             record.pop("register_id")
         else:  # tenders that do not cover the total
             record["tenders"][0]["amount"] = str(Decimal(record["tenders"][0]["amount"]) + 1)
-        broken += 1
     return broken
 
 
@@ -180,12 +187,15 @@ def drive(
     gen = PosTrafficGenerator(config.stores, business_day=day, seed=settings.seed)
     txs = gen.transactions(settings.transactions)
     work = list(batches(txs, settings.batch))
+    broken_in = [sabotage(records, rng, settings.invalid_share) for _, records in work]
+    broken_per_batch = [len(ids) for ids in broken_in]
+    broken_ids = {tx_id for ids in broken_in for tx_id in ids}
     # a till that reuses sequence numbers after a restore from backup: same identity, other content
+    intact = [tx for tx in txs if tx.transaction_id not in broken_ids]
     clashes = [
         (tx.store_id, [tx.model_dump(mode="json") | {"operator_id": "RESTORED"}])
-        for tx in rng.sample(txs, settings.conflicts)
+        for tx in rng.sample(intact, min(settings.conflicts, len(intact)))
     ]
-    broken_per_batch = [sabotage(records, rng, settings.invalid_share) for _, records in work]
     resent = [i for i in range(len(work)) if rng.random() < settings.resend_share]
     broken = sum(broken_per_batch)
     expected_invalid = broken + sum(broken_per_batch[i] for i in resent)
@@ -256,7 +266,7 @@ def drive(
         "sample_trace": trace,
         "consistent": counts["accepted"] == expected_accepted
         and counts["invalid"] == expected_invalid
-        and counts["conflict"] == settings.conflicts
+        and counts["conflict"] == len(clashes)
         and stats["consumer_groups"].get("inventory", {}).get("lag") == 0,
     }
 

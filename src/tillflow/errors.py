@@ -5,10 +5,8 @@
     ├── StorageError           Raised when the state store fails (driver errors are wrapped).
     │   └── MigrationError     Raised when the schema cannot be brought to the current version.
     ├── EventLogError          Raised when the event log cannot append, fetch or acknowledge.
-    ├── AuthError              Raised when a request has no valid key or acts beyond its key.
-    ├── IngestError            Raised when a batch as a whole cannot be taken.
-    │   └── BatchTooLarge      Raised when a batch exceeds the record or byte limit.
-    └── FlowError              Raised when a flow cannot apply an event.
+    ├── FlowError              Raised when a flow cannot apply an event.
+    └── Problem (hub)          Raised when an HTTP request is answered with an RFC 9457 problem.
 
 Driver errors (sqlite3, psycopg, httpx) are translated at the adapter boundary with
 ``raise X(...) from exc``.
@@ -35,18 +33,6 @@ class MigrationError(StorageError):
 
 class EventLogError(TillflowError):
     """Raised when the event log cannot append, fetch or acknowledge."""
-
-
-class AuthError(TillflowError):
-    """Raised when a request has no valid key, or acts for a store its key is not bound to."""
-
-
-class IngestError(TillflowError):
-    """Raised when a batch as a whole cannot be taken (its records are judged one by one)."""
-
-
-class BatchTooLarge(IngestError):
-    """Raised when a batch exceeds the record or byte limit."""
 
 
 class FlowError(TillflowError):

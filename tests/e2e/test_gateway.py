@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -61,6 +62,23 @@ class TestBatchAnswers:
         assert verdict["status"] == "conflict"
         assert stored["conflicts"] == 1
         assert stored["transaction"]["operator_id"] == tx.operator_id
+
+    def test_a_retry_spelled_differently_is_a_duplicate_not_a_conflict(
+        self, hub: RunningHub, traffic: PosTrafficGenerator
+    ) -> None:
+        (tx,) = sales(traffic, "S001", 1)
+        respelled = record(tx)
+        respelled["ended_at"] = tx.ended_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        respelled["totals"]["grand_total"] = str(tx.totals.grand_total.quantize(Decimal("0.0001")))
+        respelled["tenders"] = [
+            t | {"amount": str(Decimal(t["amount"]).quantize(Decimal("0.0001")))}
+            for t in respelled["tenders"]
+        ]
+        with hub.client(hub.keys["S001"]) as client:
+            first = client.post("/v1/transactions", json={"transactions": [record(tx)]}).json()
+            again = client.post("/v1/transactions", json={"transactions": [respelled]}).json()
+        assert first["results"][0]["status"] == "accepted"
+        assert again["results"][0]["status"] == "duplicate"
 
     def test_amounts_sent_as_binary_floats_are_refused_with_the_field(
         self, hub: RunningHub, traffic: PosTrafficGenerator

@@ -54,3 +54,9 @@ class TestLoadConfig:
         again = tmp_path / "again.yaml"
         again.write_text(dump_config(original))
         assert load_config(again) == original
+
+    def test_command_line_flags_win_over_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TILLFLOW_HUB__PORT", "9123")
+        assert load_config(write(tmp_path, {"hub": {"port": 8000}}), port=7000).hub.port == 7000

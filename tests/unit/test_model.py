@@ -628,6 +628,10 @@ def journal(*lines: dict[str, Any]) -> dict[str, Any]:
 
 
 class TestJournal:
+    def test_a_line_that_moves_nothing_is_refused(self) -> None:
+        with pytest.raises(ValidationError, match="not zero"):
+            JournalLine.model_validate(jline("cash", debit="0"))
+
     def test_a_journal_balanced_in_each_of_two_currencies_is_accepted(self) -> None:
         entry = Journal.model_validate(
             journal(
@@ -679,7 +683,7 @@ class TestJournal:
 
     def test_a_journal_has_at_least_two_lines(self) -> None:
         with pytest.raises(ValidationError, match="at least 2 items") as info:
-            Journal.model_validate(journal(jline("cash", debit="0")))
+            Journal.model_validate(journal(jline("cash", debit="1.00")))
         assert [e["loc"] for e in info.value.errors()] == [("lines",)]
 
 
@@ -711,3 +715,34 @@ class TestDayClose:
         with pytest.raises(ValidationError, match="at least 1 item") as info:
             DayClose.model_validate(self.day_close())
         assert [e["loc"] for e in info.value.errors()] == [("registers",)]
+
+
+class TestBounds:
+    """Values a database column or an event extension could not hold are refused up front."""
+
+    def test_a_sequence_beyond_ten_digits_is_refused(self) -> None:
+        error = refused(tx_payload(item(1), sequence=10**10), None)
+        assert [e["loc"] for e in error.errors()] == [("sequence",)]
+
+    def test_an_amount_beyond_eighteen_digits_is_refused(self) -> None:
+        error = refused(
+            tx_payload(item(1, unit_price="1" * 19 + ".00", extended_amount="1" * 19 + ".00")), None
+        )
+        assert ("lines", 0, "unit_price") in [e["loc"] for e in error.errors()]
+
+    def test_a_till_time_without_an_offset_is_refused(self) -> None:
+        error = refused(tx_payload(item(1), ended_at="2026-11-29T10:15:00"), "timezone")
+        assert [e["loc"] for e in error.errors()] == [("ended_at",)]
+
+    def test_day_close_totals_are_in_minor_units(self) -> None:
+        with pytest.raises(ValidationError, match=r"totals_by_tender\.cash 1\.005"):
+            DayClose.model_validate(
+                TestDayClose.day_close(
+                    {
+                        "register_id": REGISTER,
+                        "transaction_count": 1,
+                        "last_sequence": 1,
+                        "totals_by_tender": {"cash": "1.005"},
+                    }
+                )
+            )

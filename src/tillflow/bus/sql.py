@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
-from tillflow.storage.db import create_state_engine, read_tx, sqlite_url, write_tx
+from tillflow.storage.db import Synchronous, create_state_engine, read_tx, sqlite_url, write_tx
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.outbox import append_in
 from tillflow.storage.sql import insert_for, to_us
@@ -95,7 +95,7 @@ class SQLEventLog:
 class SQLiteEventLog(SQLEventLog):
     """The embedded event log on its own: one SQLite file in WAL mode, created when missing."""
 
-    def __init__(self, path: Path, *, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: Path, *, synchronous: Synchronous = "NORMAL") -> None:
         super().__init__(create_state_engine(sqlite_url(path), sqlite_synchronous=synchronous))
         upgrade_schema(self.engine)
 

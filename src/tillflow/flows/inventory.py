@@ -19,11 +19,10 @@ from tillflow.model import (
     Transaction,
 )
 from tillflow.model.events import TRANSACTION_COMPLETED
-from tillflow.model.transaction import TRUSTED
+from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import InventoryLedger, InventoryPlan
 
 FLOW = "inventory"
-_TRUSTED = {TRUSTED: True}  # events carry what the gateway validated
 
 
 def movements_for(tx: Transaction) -> list[InventoryMovement]:
@@ -69,9 +68,10 @@ def event_key(event: LoggedEvent) -> str:
 
 
 def decode_transactions(events: Sequence[LoggedEvent]) -> list[tuple[LoggedEvent, Transaction]]:
-    """The transaction-completed events of a batch with their transactions."""
+    """The transaction-completed events of a batch with their transactions (which the gateway
+    validated: parsed and typed again, invariants not checked twice)."""
     return [
-        (e, Transaction.model_validate_json(e.event.data, context=_TRUSTED))
+        (e, Transaction.model_validate_json(e.event.data, context=TRUSTED_CONTEXT))
         for e in events
         if e.event.type == TRANSACTION_COMPLETED
     ]

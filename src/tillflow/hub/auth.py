@@ -13,12 +13,18 @@ def require_key(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     key = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
     if not key:
-        raise Problem(401, "API key required", "send Authorization: Bearer <key>", type_="unauthenticated")
+        raise _unauthenticated("API key required", "send Authorization: Bearer <key>")
     keys: KeyStore = request.app.state.services.keys
     principal = keys.authenticate(key)
     if principal is None:
-        raise Problem(401, "Invalid API key", "the key is unknown or revoked", type_="unauthenticated")
+        raise _unauthenticated("Invalid API key", "the key is unknown or revoked")
     return principal
+
+
+def _unauthenticated(title: str, detail: str) -> Problem:
+    problem = Problem(401, title, detail, type_="unauthenticated")
+    problem.headers = {"www-authenticate": 'Bearer realm="tillflow"'}
+    return problem
 
 
 def require_admin(request: Request) -> Principal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
@@ -10,12 +11,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tillflow.errors import StorageError, TillflowError
+
+log = logging.getLogger(__name__)
+
 PROBLEM_JSON = "application/problem+json"
 _BASE = "https://tillflow.dev/problems/"
 
 
-class Problem(Exception):
-    """An HTTP error answered as problem+json; `type_` is a short slug under the problems URL."""
+class Problem(TillflowError):
+    """Raised when a request is answered with an HTTP error as problem+json; `type_` is a short
+    slug under the problems URL, `extra` goes into the body as extension members."""
 
     def __init__(
         self, status: int, title: str, detail: str = "", *, type_: str = "about:blank", **extra: Any
@@ -55,6 +61,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         problem = Problem(exc.status_code, str(exc.detail) if exc.detail else "HTTP error")
         problem.headers = dict(exc.headers or {})
         return problem_response(problem, request.url.path)
+
+    @app.exception_handler(StorageError)
+    async def _storage(request: Request, exc: StorageError) -> Response:
+        log.error("state store failed on %s: %s", request.url.path, exc)
+        problem = Problem(
+            503, "State store unavailable", "nothing was stored; retry later", type_="unavailable"
+        )
+        problem.headers = {"retry-after": "5"}
+        return problem_response(problem, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return problem_response(
+            Problem(500, "Internal error", type(exc).__name__, type_="internal"), request.url.path
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 from tillflow.services import Services
@@ -62,6 +61,7 @@ class WorkerSupervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
@@ -74,17 +74,27 @@ class WorkerSupervisor:
     def _watch(self) -> None:
         backoff = 0.5
         while not self._stop.wait(0.5):
-            if self.proc is not None and self.proc.poll() is not None and not self._stop.is_set():
-                log.error("worker process exited with %s; restarting", self.proc.returncode)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30)
+            with self._lock:
+                if self.proc is None or self.proc.poll() is None:
+                    continue
+                log.error("worker process exited with %s; restarting in %.1fs", self.proc.returncode, backoff)
+            if self._stop.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30)
+            with self._lock:
+                if self._stop.is_set():
+                    return
                 self.restarts += 1
                 self.proc = subprocess.Popen(self.argv)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self.proc is not None:
-            stop_process(self.proc)
+        with self._lock:
+            self._stop.set()
+            proc = self.proc
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if proc is not None:
+            stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from tillflow.model.money import MINOR_UNITS
 
@@ -26,3 +26,6 @@ def _known_currency(code: str) -> str:
 
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_known_currency)]
+
+# A till's sequence number: zero-padded to 10 digits in event `sequence` extensions.
+SequenceNo = Annotated[int, Field(ge=0, lt=10**10)]

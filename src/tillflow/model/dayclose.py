@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
+from typing import Self
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field, model_validator
 
-from tillflow.model.base import Canonical, CurrencyCode, Ident
-from tillflow.model.money import Dec
+from tillflow.model.base import Canonical, CurrencyCode, Ident, SequenceNo
+from tillflow.model.money import Dec, check_minor_units
 from tillflow.model.transaction import TenderKind
 
 
 class RegisterClose(Canonical):
     register_id: Ident
     transaction_count: int = Field(ge=0)
-    last_sequence: int = Field(ge=0)
+    last_sequence: SequenceNo
     totals_by_tender: dict[TenderKind, Dec] = Field(default_factory=dict)
 
 
@@ -22,5 +23,17 @@ class DayClose(Canonical):
     store_id: Ident
     business_day: date
     currency: CurrencyCode
-    closed_at: datetime
+    closed_at: AwareDatetime
     registers: tuple[RegisterClose, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _in_minor_units(self) -> Self:
+        for i, register in enumerate(self.registers):
+            check_minor_units(
+                self.currency,
+                **{
+                    f"registers[{i}].totals_by_tender.{k.value}": v
+                    for k, v in register.totals_by_tender.items()
+                },
+            )
+        return self

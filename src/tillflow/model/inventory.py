@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
+
+from pydantic import AwareDatetime
 
 from tillflow.model.base import Canonical, Ident
 from tillflow.model.money import Dec
@@ -28,4 +29,4 @@ class InventoryMovement(Canonical):
     reason: MovementReason
     transaction_id: str
     line_no: int
-    occurred_at: datetime
+    occurred_at: AwareDatetime

@@ -10,7 +10,7 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from tillflow.model.base import Canonical, CurrencyCode, Ident
-from tillflow.model.money import Dec, is_in_minor_units
+from tillflow.model.money import Dec, check_minor_units
 
 
 class JournalLine(Canonical):
@@ -25,9 +25,9 @@ class JournalLine(Canonical):
     def _one_side(self) -> Self:
         if self.debit and self.credit:
             raise ValueError("a journal line is a debit or a credit, not both")
-        for side in (self.debit, self.credit):
-            if not is_in_minor_units(side, self.currency):
-                raise ValueError(f"{side} has digits below the {self.currency} minor unit")
+        if not self.debit and not self.credit:
+            raise ValueError("a journal line moves an amount: debit or credit, not zero")
+        check_minor_units(self.currency, debit=self.debit, credit=self.credit)
         return self
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from tillflow.model.base import Canonical, CurrencyCode, Ident
-from tillflow.model.money import Dec
+from tillflow.model.money import Dec, check_minor_units
 
 
 class LoyaltyAccrual(Canonical):
@@ -18,6 +20,11 @@ class LoyaltyAccrual(Canonical):
     basis_amount: Dec
     currency: CurrencyCode
 
+    @model_validator(mode="after")
+    def _in_minor_units(self) -> Self:
+        check_minor_units(self.currency, basis_amount=self.basis_amount)
+        return self
+
 
 class LoyaltyRedemption(Canonical):
     """Points spent as a tender; `hold_id` is the reservation made during checkout."""
@@ -29,3 +36,8 @@ class LoyaltyRedemption(Canonical):
     points: int = Field(gt=0)
     value: Dec
     currency: CurrencyCode
+
+    @model_validator(mode="after")
+    def _in_minor_units(self) -> Self:
+        check_minor_units(self.currency, value=self.value)
+        return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, Field
 
 # ISO 4217 minor units of the currencies a retailer is likely to meet. A currency not listed
 # here is refused: guessing its minor unit would make every later check meaningless.
@@ -84,5 +84,14 @@ def _exact_decimal(value: Any) -> Any:
     return value
 
 
-# A decimal that refuses floats on input (pydantic writes decimals as JSON strings).
-Dec = Annotated[Decimal, BeforeValidator(_exact_decimal)]
+def check_minor_units(currency: str, **amounts: Decimal | None) -> None:
+    """Raise ValueError naming the first amount with digits below the currency's minor unit."""
+    for name, amount in amounts.items():
+        if amount is not None and not is_in_minor_units(amount, currency):
+            raise ValueError(f"{name} {amount} has digits below the {currency} minor unit")
+
+
+# A decimal that refuses floats on input (pydantic writes decimals as JSON strings). At most
+# 18 digits, 6 after the point: every amount fits a NUMERIC(18, 6) and sums stay exact within
+# Decimal's default 28-digit precision.
+Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(max_digits=18, decimal_places=6)]

@@ -14,21 +14,22 @@ minor unit:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Self
 
-from pydantic import Field, StringConstraints, ValidationInfo, model_validator
+from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, model_validator
 
-from tillflow.model.base import Canonical, CurrencyCode, Ident
+from tillflow.model.base import Canonical, CurrencyCode, Ident, SequenceNo
 from tillflow.model.money import MINOR_UNITS, Dec, is_in_minor_units, minor_unit
 
 ZERO = Decimal(0)
 # Validation context key for data the gateway has already validated (read back from the log):
 # the structure is still parsed and typed, the invariants are not checked a second time.
 TRUSTED = "tillflow.trusted"
+TRUSTED_CONTEXT = {TRUSTED: True}
 QUANTITY_QUANTUM = Decimal("0.001")  # weighed goods to the gram / millilitre
 
 
@@ -75,7 +76,7 @@ class TransactionRef(Canonical):
     store_id: Ident
     register_id: Ident
     business_day: date
-    sequence: int = Field(ge=0)
+    sequence: SequenceNo
 
     @property
     def transaction_id(self) -> str:
@@ -182,11 +183,11 @@ class Transaction(Canonical):
     store_id: Ident
     register_id: Ident
     business_day: date
-    sequence: int = Field(ge=0)
+    sequence: SequenceNo
     kind: TransactionKind
     currency: CurrencyCode
-    started_at: datetime | None = None
-    ended_at: datetime
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime
     operator_id: Ident | None = None
     customer: Customer | None = None
     lines: tuple[LineItem, ...] = ()

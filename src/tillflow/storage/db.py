@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -29,7 +29,10 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def create_state_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+def create_state_engine(url: str, *, sqlite_synchronous: Synchronous = "NORMAL") -> Engine:
     """An engine for `url` (``sqlite:///file.db`` or ``postgresql+psycopg://...``)."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -40,9 +43,9 @@ def create_state_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine
     return create_engine(url, pool_size=8, max_overflow=8, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
-    if synchronous not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ValueError(f"sqlite synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
+def _configure_sqlite(engine: Engine, synchronous: Synchronous) -> None:
+    if sqlite3.sqlite_version_info < (3, 35):
+        raise StorageError(f"SQLite {sqlite3.sqlite_version} is too old: tillflow needs 3.35+ (RETURNING)")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -132,7 +135,8 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
 
 
 def lock_for_append(conn: Connection, name: str) -> None:
-    """Serialise writers of `name` until commit, so sequence order equals commit order.
+    """Serialise writers of `name` until commit (so sequence order equals commit order, and
+    two writers never judge the same thing at once).
 
     SQLite already has one writer at a time (BEGIN IMMEDIATE); PostgreSQL takes a
     transaction-scoped advisory lock.

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import MigrationError, StorageError
-from tillflow.storage.db import write_tx
+from tillflow.storage.db import lock_for_append, write_tx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -25,7 +25,8 @@ def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to `revision` (idempotent; safe to run at each start)."""
     config = alembic_config()
     try:
-        with write_tx(engine) as conn:  # one migrator at a time, even across processes
+        with write_tx(engine) as conn:
+            lock_for_append(conn, "tillflow.schema")  # one migrator at a time, across processes
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
     except (SQLAlchemyError, StorageError) as exc:

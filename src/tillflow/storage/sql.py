@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
 
 def to_us(at: datetime) -> int:
-    """UTC epoch microseconds of an aware datetime."""
-    return int(at.timestamp() * 1_000_000)
+    """UTC epoch microseconds of an aware datetime (exact: no float on the way)."""
+    return (at - EPOCH) // _US
 
 
 def from_us(us: int) -> datetime:
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return EPOCH + timedelta(microseconds=us)
 
 
 def insert_for(conn: Connection, table: Table) -> Any:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from tillflow.flows.ingest import judge_batch
+from tillflow.flows.ingest import judge_batch, to_compare
+from tillflow.model import Transaction
 from tillflow.model.events import transaction_completed
+from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import IncomingTransaction, StoredTransaction, TraceHop, Verdict
 from tillflow.storage.db import lock_for_append, read_tx, write_tx
 from tillflow.storage.outbox import APPEND_LOCK, append_in
@@ -39,7 +41,8 @@ class SQLTransactionStore:
                     )
                 )
             }
-            judgement = judge_batch(batch, known)
+            originals = self._originals(conn, to_compare(batch, known))
+            judgement = judge_batch(batch, known, originals)
             if judgement.new:
                 logged_us = max(received_us, to_us(datetime.now(received_at.tzinfo)))
                 new_events = [
@@ -84,6 +87,19 @@ class SQLTransactionStore:
                     ],
                 )
         return judgement.verdicts
+
+    @staticmethod
+    def _originals(conn: Connection, ids: set[str]) -> dict[str, Transaction]:
+        if not ids:
+            return {}
+        rows = conn.execute(
+            select(transactions.c.transaction_id, events.c.data)
+            .join(events, events.c.seq == transactions.c.event_seq)
+            .where(transactions.c.transaction_id.in_(ids))
+        )
+        return {
+            r.transaction_id: Transaction.model_validate_json(r.data, context=TRUSTED_CONTEXT) for r in rows
+        }
 
     def get_transaction(self, transaction_id: str) -> StoredTransaction | None:
         with read_tx(self.engine) as conn:
