@@ -29,10 +29,10 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from tillflow.hub.runtime import tune_gc
-from tillflow.model import Transaction
 from tillflow.demo import DemoSettings as _Settings
 from tillflow.demo import HubProcess, prepare
+from tillflow.hub.runtime import tune_gc
+from tillflow.model import Transaction
 from tillflow.sim.pos import PosTrafficGenerator
 
 RESULTS = Path(__file__).parent / "results"
