@@ -14,8 +14,6 @@ from tests.servers import postgres_server
 from tillflow.storage.db import create_state_engine, sqlite_url
 from tillflow.storage.migrate import upgrade_schema
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,11 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tillflow.demo import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "postgres_server", "unavailable"]
 
 
 def unavailable(reason: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +53,7 @@ class DemoSettings:
 
 
 def free_port() -> int:
-    import socket
-
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -16,12 +16,6 @@ from typing import Any, Protocol
 from tillflow.model import CloudEvent, InventoryMovement, LoggedEvent, Transaction
 
 
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """The current time, timezone-aware UTC."""
-        ...
-
-
 class EventLog(Protocol):
     """An append-only log of CloudEvents read by consumer groups, each with its own position."""
 
@@ -45,8 +39,29 @@ class EventLog(Protocol):
         """The sequence of the newest event in the log (0 when empty)."""
         ...
 
+    def record_failure(self, group: str, error: str) -> None:
+        """Note that the group's next batch failed again (cleared by the next ack)."""
+        ...
+
+    def read_groups(self) -> dict[str, GroupState]:
+        """Every consumer group's position, lag and current failure streak."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """Where a consumer group stands: its committed position, lag and failure streak."""
+
+    position: int
+    lag: int
+    failures: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
 
 class Verdict(StrEnum):
+    """The gateway's answer for one record of a batch."""
+
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
@@ -65,6 +80,8 @@ class IncomingTransaction:
 
 @dataclass(frozen=True, slots=True)
 class TraceHop:
+    """One step a transaction took: received, logged, or a flow's applied step."""
+
     hop: str
     at: datetime
     detail: str | None = None
@@ -72,6 +89,8 @@ class TraceHop:
 
 @dataclass(frozen=True, slots=True)
 class StoredTransaction:
+    """An accepted transaction as stored: its canonical bytes, times, event and timeline."""
+
     transaction_id: str
     store_id: str
     data: bytes
@@ -138,6 +157,7 @@ class Principal:
     is_admin: bool
 
     def may_act_for(self, store_id: str) -> bool:
+        """True for an admin, or for the store the key is bound to."""
         return self.is_admin or self.store_id == store_id
 
 
@@ -150,6 +170,10 @@ class KeyStore(Protocol):
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal of a valid, unrevoked key, or None."""
+        ...
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Revoke a key by its id; False when there is no such key."""
         ...
 
 

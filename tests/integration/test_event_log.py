@@ -286,3 +286,16 @@ class TestSQLiteEventLogFile:
         assert reopened.fetch_batch("any", limit=10) == written
         assert reopened.read_position("inventory") == written[0].seq
         assert reopened.append_events([cloud_event(1)]) == [None]  # still known after the restart
+
+
+class TestFailureStreaks:
+    def test_a_failing_group_shows_its_streak_until_the_next_ack(self, engine: Engine) -> None:
+        log = SQLEventLog(engine)
+        log.append_events([cloud_event(1), cloud_event(2)])
+        log.record_failure("inventory", "RuntimeError: ERP down")
+        log.record_failure("inventory", "RuntimeError: still down")
+        failing = log.read_groups()["inventory"]
+        assert (failing.failures, failing.last_error, failing.lag) == (2, "RuntimeError: still down", 2)
+        log.ack_events("inventory", log.fetch_batch("inventory", limit=10))
+        recovered = log.read_groups()["inventory"]
+        assert (recovered.failures, recovered.position, recovered.lag) == (0, 2, 0)

@@ -23,6 +23,7 @@ class ListLog:
         ]
         self.positions: dict[str, int] = {}
         self.acks = 0
+        self.failures: list[tuple[str, str]] = []
 
     def append_events(self, events: Sequence[CloudEvent]) -> list[int | None]:
         raise NotImplementedError
@@ -34,6 +35,12 @@ class ListLog:
     def ack_events(self, group: str, events: Sequence[LoggedEvent]) -> None:
         self.acks += 1
         self.positions[group] = max(self.positions.get(group, 0), *(e.seq for e in events))
+
+    def record_failure(self, group: str, error: str) -> None:
+        self.failures.append((group, error))
+
+    def read_groups(self) -> dict[str, object]:
+        raise NotImplementedError
 
     def read_position(self, group: str) -> int:
         return self.positions.get(group, 0)
@@ -83,4 +90,5 @@ class TestConsumerRunner:
         assert log.read_position("g") == 5
         assert runner.stats.failures == 1
         assert runner.stats.last_error == "RuntimeError: transient"
+        assert log.failures == [("g", "RuntimeError: transient")]  # visible beyond this process
         assert calls[:2] == [5, 5]  # the same batch again, nothing skipped

@@ -7,6 +7,7 @@ must be idempotent per event (every flow's are).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -72,6 +73,8 @@ class ConsumerRunner:
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("consumer group %s failed a batch", self.group)
+                with contextlib.suppress(Exception):  # the log may be what is failing
+                    self.log.record_failure(self.group, self.stats.last_error[:2000])
                 stop.wait(random.uniform(0, min(self.max_backoff, 0.1 * 2**failures)))
                 continue
             if handled < self.batch_size:

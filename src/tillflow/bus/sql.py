@@ -16,10 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
+from tillflow.ports import GroupState
 from tillflow.storage.db import Synchronous, create_state_engine, read_tx, sqlite_url, write_tx
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.outbox import append_in
-from tillflow.storage.sql import insert_for, to_us
+from tillflow.storage.sql import from_us, insert_for, to_us
 from tillflow.storage.tables import consumer_groups, events
 
 
@@ -64,11 +65,55 @@ class SQLEventLog:
                             if conn.dialect.name == "sqlite"
                             else func.greatest(consumer_groups.c.position, stmt.excluded.position),
                             "updated_us": stmt.excluded.updated_us,
+                            "failures": 0,
                         },
                     )
                 )
         except (StorageError, SQLAlchemyError) as exc:
             raise EventLogError(f"ack for {group} failed: {exc}") from exc
+
+    def record_failure(self, group: str, error: str) -> None:
+        now = _now_us()
+        try:
+            with write_tx(self.engine) as conn:
+                stmt = insert_for(conn, consumer_groups).values(
+                    group_name=group,
+                    position=0,
+                    updated_us=now,
+                    failures=1,
+                    last_error=error,
+                    last_error_us=now,
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[consumer_groups.c.group_name],
+                        set_={
+                            "failures": consumer_groups.c.failures + 1,
+                            "last_error": stmt.excluded.last_error,
+                            "last_error_us": stmt.excluded.last_error_us,
+                        },
+                    )
+                )
+        except StorageError as exc:
+            raise EventLogError(f"recording a failure of {group} failed: {exc}") from exc
+
+    def read_groups(self) -> dict[str, GroupState]:
+        try:
+            with read_tx(self.engine) as conn:
+                head = int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+                rows = conn.execute(select(consumer_groups)).all()
+        except StorageError as exc:
+            raise EventLogError(str(exc)) from exc
+        return {
+            r.group_name: GroupState(
+                position=r.position,
+                lag=head - r.position,
+                failures=r.failures,
+                last_error=r.last_error,
+                last_error_at=None if r.last_error_us is None else from_us(r.last_error_us),
+            )
+            for r in rows
+        }
 
     def read_position(self, group: str) -> int:
         try:

@@ -16,7 +16,6 @@ TRANSACTION_COMPLETED = "retail.transaction.completed.v1"
 INVENTORY_ADJUSTED = "retail.inventory.adjusted.v1"
 LOYALTY_POINTS_ACCRUED = "loyalty.points.accrued.v1"
 ERP_JOURNAL_POSTED = "erp.journal.posted.v1"
-EVENT_TYPES = (TRANSACTION_COMPLETED, INVENTORY_ADJUSTED, LOYALTY_POINTS_ACCRUED, ERP_JOURNAL_POSTED)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

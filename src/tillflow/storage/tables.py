@@ -89,6 +89,10 @@ consumer_groups = Table(
     Column("group_name", String(100), primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
+    # the batch past `position` that keeps failing, so a stuck flow is visible, not silent
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_us", BigInteger, nullable=True),
 )
 
 trace_hops = Table(

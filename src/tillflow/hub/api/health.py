@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from tillflow.errors import TillflowError
 from tillflow.hub.auth import require_admin
 from tillflow.hub.responses import json_response
-from tillflow.ports import Principal
+from tillflow.ports import GroupState, Principal
 
 router = APIRouter(tags=["operations"])
 
@@ -44,12 +44,19 @@ async def readyz(request: Request) -> Response:
 
 
 def _flows(request: Request) -> dict[str, object]:
-    log = request.app.state.services.event_log
-    head = log.read_head()
-    groups = {}
-    for group in request.app.state.services.consumer_groups:
-        position = log.read_position(group)
-        groups[group] = {"position": position, "lag": head - position}
+    services = request.app.state.services
+    head = services.event_log.read_head()
+    states = services.event_log.read_groups()
+    groups: dict[str, object] = {}
+    for group in services.consumer_groups:
+        state = states.get(group, GroupState(position=0, lag=head))
+        groups[group] = {
+            "position": state.position,
+            "lag": state.lag,
+            "failures": state.failures,
+            "last_error": state.last_error,
+            "last_error_at": state.last_error_at.isoformat() if state.last_error_at else None,
+        }
     return {"head": head, "consumer_groups": groups}
 
 

@@ -73,6 +73,9 @@ def upgrade() -> None:
         sa.Column("group_name", sa.String(100), primary_key=True),
         sa.Column("position", sa.BigInteger, nullable=False),
         sa.Column("updated_us", sa.BigInteger, nullable=False),
+        sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("last_error_us", sa.BigInteger, nullable=True),
     )
     op.create_table(
         "trace_hops",
