@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
@@ -17,22 +17,35 @@ from tillflow.model import CloudEvent, InventoryMovement, LoggedEvent, Transacti
 
 
 class EventLog(Protocol):
-    """An append-only log of CloudEvents read by consumer groups, each with its own position."""
+    """An append-only log of CloudEvents read by consumer groups, each with its own position.
+
+    Contract for consumers: every fetched event is settled once — acked (handled), nak'ed
+    (deliver again after a delay) or dead-lettered (set aside with a reason) — before the
+    group's next fetch. Delivery is at least once; effects are made idempotent by the flows.
+    """
 
     def append_events(self, events: Sequence[CloudEvent]) -> list[int | None]:
         """Append events; one whose source+id is already logged is skipped (None)."""
         ...
 
     def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
-        """The next events past the group's committed position, oldest first."""
+        """Due redeliveries and then the events past the group's position, oldest first."""
         ...
 
     def ack_events(self, group: str, events: Sequence[LoggedEvent]) -> None:
-        """Commit the group's position past these (handled) events."""
+        """Settle these events as handled: the group moves past them."""
+        ...
+
+    def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
+        """Settle an event for now: deliver it again (attempt + 1) after `delay` seconds."""
+        ...
+
+    def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
+        """Settle an event by setting it aside with its payload, attempts and `reason`."""
         ...
 
     def read_position(self, group: str) -> int:
-        """The last sequence the group has committed (0 before its first ack)."""
+        """The last sequence the group has settled (0 before its first)."""
         ...
 
     def read_head(self) -> int:
@@ -44,8 +57,71 @@ class EventLog(Protocol):
         ...
 
     def read_groups(self) -> dict[str, GroupState]:
-        """Every consumer group's position, lag and current failure streak."""
+        """Every consumer group's position, lag, pending redeliveries, dead letters, failures."""
         ...
+
+    def reset_group(
+        self, group: str, *, from_seq: int | None = None, since: datetime | None = None, actor: str, why: str
+    ) -> int:
+        """Replay: (re)start a group so its next event is `from_seq`, or the first logged at or
+        after `since`; drops its pending redeliveries; audited; returns the new position."""
+        ...
+
+    def list_dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters, oldest first (of one group, or all)."""
+        ...
+
+    def replay_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
+        """Deliver the selected dead letters to their group again; audited; returns how many."""
+        ...
+
+    def purge_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
+        """Delete the selected dead letters for good; audited; returns how many."""
+        ...
+
+    def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        """What operators did to dead letters and positions, newest first."""
+        ...
+
+    def trim_events(self, *, max_age: timedelta | None = None, max_events: int | None = None) -> int:
+        """Retention: drop events logged longer than `max_age` ago or beyond the newest
+        `max_events`; returns how many were dropped."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One operator action: a dead-letter replay or purge, or a consumer group reset."""
+
+    action: str  # "replay-dead-letters" | "purge-dead-letters" | "reset-group"
+    group: str | None
+    count: int
+    actor: str
+    why: str
+    at: datetime
+    detail: str = ""  # the ids, filter or position it applied to
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event set aside by a consumer group, with why and after how many attempts."""
+
+    id: int
+    group: str
+    event: LoggedEvent
+    attempts: int
+    reason: str
+    dead_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterSelection:
+    """Which dead letters an operation applies to: some ids, those whose reason contains a
+    text, or (neither given) every dead letter of the group (or of every group)."""
+
+    group: str | None = None
+    ids: tuple[int, ...] = ()
+    reason_contains: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +130,9 @@ class GroupState:
 
     position: int
     lag: int
+    pending: int = 0  # nak'ed, waiting for redelivery
+    dead_letters: int = 0
+    oldest_dead_letter_at: datetime | None = None
     failures: int = 0
     last_error: str | None = None
     last_error_at: datetime | None = None

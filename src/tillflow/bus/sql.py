@@ -1,27 +1,43 @@
 """The event log in a SQL database: `SQLiteEventLog` (embedded) and the same log on PostgreSQL.
 
-Events sit in the state store's `events` table ordered by `seq` (see storage.outbox); a
-consumer group is a committed position.
+Events sit in the state store's `events` table ordered by `seq` (see storage.outbox). A
+consumer group is a settled position plus two side tables: `deliveries` (events it nak'ed,
+due again at a time) and `dead_letters` (events it set aside, copied whole). Settling an
+event — ack, nak or dead letter — moves the position past it, so one bad event never holds
+back the ones behind it. Operator actions are written to `event_log_audit`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, and_, delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
-from tillflow.ports import GroupState
+from tillflow.ports import AuditEntry, DeadLetter, DeadLetterSelection, GroupState
 from tillflow.storage.db import Synchronous, create_state_engine, read_tx, sqlite_url, write_tx
 from tillflow.storage.migrate import upgrade_schema
-from tillflow.storage.outbox import append_in
-from tillflow.storage.sql import from_us, insert_for, to_us
-from tillflow.storage.tables import consumer_groups, events
+from tillflow.storage.outbox import append_in, event_row
+from tillflow.storage.sql import from_us, insert_for, insert_rows, to_us
+from tillflow.storage.tables import consumer_groups, dead_letters, deliveries, event_log_audit, events
+
+_EVENT_FIELDS = (
+    "source",
+    "event_id",
+    "type",
+    "time",
+    "subject",
+    "partitionkey",
+    "sequence",
+    "traceparent",
+    "data",
+)
 
 
 class SQLEventLog:
@@ -30,104 +46,166 @@ class SQLEventLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def append_events(self, events_: Sequence[CloudEvent]) -> list[int | None]:
+    @contextmanager
+    def _write(self, what: str) -> Iterator[Connection]:
         try:
             with write_tx(self.engine) as conn:
-                return append_in(conn, events_, logged_us=_now_us())
-        except StorageError as exc:
-            raise EventLogError(str(exc)) from exc
+                yield conn
+        except (StorageError, SQLAlchemyError) as exc:
+            raise EventLogError(f"{what} failed: {exc}") from exc
 
-    def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
         try:
             with read_tx(self.engine) as conn:
+                yield conn
+        except (StorageError, SQLAlchemyError) as exc:
+            raise EventLogError(f"reading the event log failed: {exc}") from exc
+
+    # -- the consumer's side ---------------------------------------------------------------
+
+    def append_events(self, events_: Sequence[CloudEvent]) -> list[int | None]:
+        with self._write("append") as conn:
+            return append_in(conn, events_, logged_us=_now_us())
+
+    def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
+        with self._read() as conn:
+            due = conn.execute(
+                select(events, deliveries.c.attempts)
+                .join(deliveries, deliveries.c.seq == events.c.seq)
+                .where(deliveries.c.group_name == group, deliveries.c.due_us <= _now_us())
+                .order_by(events.c.seq)
+                .limit(limit)
+            ).all()
+            batch = [_logged(r, attempt=r.attempts + 1, redelivered=True) for r in due]
+            if len(batch) < limit:
                 position = self._position(conn, group)
-                rows = conn.execute(
-                    select(events).where(events.c.seq > position).order_by(events.c.seq).limit(limit)
+                fresh = conn.execute(
+                    select(events)
+                    .where(events.c.seq > position)
+                    .order_by(events.c.seq)
+                    .limit(limit - len(batch))
                 ).all()
-        except StorageError as exc:
-            raise EventLogError(str(exc)) from exc
-        return [_logged(r) for r in rows]
+                batch.extend(_logged(r) for r in fresh)
+        return batch
 
     def ack_events(self, group: str, events_: Sequence[LoggedEvent]) -> None:
         if not events_:
             return
-        last = max(e.seq for e in events_)
-        try:
-            with write_tx(self.engine) as conn:
-                stmt = insert_for(conn, consumer_groups).values(
-                    group_name=group, position=last, updated_us=_now_us()
+        with self._write(f"ack for {group}") as conn:
+            self._settle(conn, group, events_)
+
+    def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
+        with self._write(f"nak for {group}") as conn:
+            stmt = insert_for(conn, deliveries).values(
+                group_name=group,
+                seq=event.seq,
+                attempts=event.attempt,
+                due_us=_now_us() + int(delay * 1_000_000),
+                last_error=error[:2000],
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[deliveries.c.group_name, deliveries.c.seq],
+                    set_={k: stmt.excluded[k] for k in ("attempts", "due_us", "last_error")},
                 )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[consumer_groups.c.group_name],
-                        set_={
-                            "position": func.max(consumer_groups.c.position, stmt.excluded.position)
-                            if conn.dialect.name == "sqlite"
-                            else func.greatest(consumer_groups.c.position, stmt.excluded.position),
-                            "updated_us": stmt.excluded.updated_us,
-                            "failures": 0,
-                        },
-                    )
+            )
+            self._advance(conn, group, event.seq, clear_failures=False)
+
+    def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
+        with self._write(f"dead letter for {group}") as conn:
+            conn.execute(
+                dead_letters.insert().values(
+                    group_name=group,
+                    seq=event.seq,
+                    attempts=event.attempt,
+                    reason=reason[:4000],
+                    dead_us=_now_us(),
+                    **event_row(event.event),
                 )
-        except (StorageError, SQLAlchemyError) as exc:
-            raise EventLogError(f"ack for {group} failed: {exc}") from exc
+            )
+            self._settle(conn, group, [event])
+
+    def _settle(self, conn: Connection, group: str, settled: Sequence[LoggedEvent]) -> None:
+        redelivered = [e.seq for e in settled if e.redelivered]
+        if redelivered:
+            conn.execute(
+                delete(deliveries).where(deliveries.c.group_name == group, deliveries.c.seq.in_(redelivered))
+            )
+        self._advance(conn, group, max(e.seq for e in settled), clear_failures=True)
+
+    @staticmethod
+    def _advance(conn: Connection, group: str, seq: int, *, clear_failures: bool) -> None:
+        stmt = insert_for(conn, consumer_groups).values(group_name=group, position=seq, updated_us=_now_us())
+        greatest = func.max if conn.dialect.name == "sqlite" else func.greatest
+        changes: dict[str, Any] = {
+            "position": greatest(consumer_groups.c.position, stmt.excluded.position),
+            "updated_us": stmt.excluded.updated_us,
+        }
+        if clear_failures:
+            changes["failures"] = 0
+        conn.execute(stmt.on_conflict_do_update(index_elements=[consumer_groups.c.group_name], set_=changes))
 
     def record_failure(self, group: str, error: str) -> None:
         now = _now_us()
-        try:
-            with write_tx(self.engine) as conn:
-                stmt = insert_for(conn, consumer_groups).values(
-                    group_name=group,
-                    position=0,
-                    updated_us=now,
-                    failures=1,
-                    last_error=error,
-                    last_error_us=now,
+        with self._write(f"recording a failure of {group}") as conn:
+            stmt = insert_for(conn, consumer_groups).values(
+                group_name=group, position=0, updated_us=now, failures=1, last_error=error
+            )
+            stmt = stmt.values(last_error_us=now)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[consumer_groups.c.group_name],
+                    set_={
+                        "failures": consumer_groups.c.failures + 1,
+                        "last_error": stmt.excluded.last_error,
+                        "last_error_us": stmt.excluded.last_error_us,
+                    },
                 )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[consumer_groups.c.group_name],
-                        set_={
-                            "failures": consumer_groups.c.failures + 1,
-                            "last_error": stmt.excluded.last_error,
-                            "last_error_us": stmt.excluded.last_error_us,
-                        },
-                    )
-                )
-        except StorageError as exc:
-            raise EventLogError(f"recording a failure of {group} failed: {exc}") from exc
+            )
+
+    # -- positions -------------------------------------------------------------------------
+
+    def read_position(self, group: str) -> int:
+        with self._read() as conn:
+            return self._position(conn, group)
+
+    def read_head(self) -> int:
+        with self._read() as conn:
+            return _head(conn)
 
     def read_groups(self) -> dict[str, GroupState]:
-        try:
-            with read_tx(self.engine) as conn:
-                head = int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
-                rows = conn.execute(select(consumer_groups)).all()
-        except StorageError as exc:
-            raise EventLogError(str(exc)) from exc
+        with self._read() as conn:
+            head = _head(conn)
+            rows = conn.execute(select(consumer_groups)).all()
+            pending: dict[str, int] = dict(
+                conn.execute(
+                    select(deliveries.c.group_name, func.count()).group_by(deliveries.c.group_name)
+                ).all()
+            )
+            dead = {
+                r.group_name: (r.n, r.oldest)
+                for r in conn.execute(
+                    select(
+                        dead_letters.c.group_name,
+                        func.count().label("n"),
+                        func.min(dead_letters.c.dead_us).label("oldest"),
+                    ).group_by(dead_letters.c.group_name)
+                )
+            }
         return {
             r.group_name: GroupState(
                 position=r.position,
-                lag=head - r.position,
+                lag=max(0, head - r.position),
+                pending=int(pending.get(r.group_name, 0)),
+                dead_letters=dead.get(r.group_name, (0, None))[0],
+                oldest_dead_letter_at=_maybe_time(dead.get(r.group_name, (0, None))[1]),
                 failures=r.failures,
                 last_error=r.last_error,
-                last_error_at=None if r.last_error_us is None else from_us(r.last_error_us),
+                last_error_at=_maybe_time(r.last_error_us),
             )
             for r in rows
         }
-
-    def read_position(self, group: str) -> int:
-        try:
-            with read_tx(self.engine) as conn:
-                return self._position(conn, group)
-        except StorageError as exc:
-            raise EventLogError(str(exc)) from exc
-
-    def read_head(self) -> int:
-        try:
-            with read_tx(self.engine) as conn:
-                return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
-        except StorageError as exc:
-            raise EventLogError(str(exc)) from exc
 
     @staticmethod
     def _position(conn: Connection, group: str) -> int:
@@ -135,6 +213,138 @@ class SQLEventLog:
             select(consumer_groups.c.position).where(consumer_groups.c.group_name == group)
         ).scalar_one_or_none()
         return int(found or 0)
+
+    # -- operators -------------------------------------------------------------------------
+
+    def reset_group(
+        self, group: str, *, from_seq: int | None = None, since: datetime | None = None, actor: str, why: str
+    ) -> int:
+        if (from_seq is None) == (since is None):
+            raise ValueError("reset a group from a sequence or from a time, one of the two")
+        with self._write(f"reset of {group}") as conn:
+            if from_seq is not None:
+                position = max(0, from_seq - 1)
+                detail = f"from seq {from_seq}"
+            else:
+                assert since is not None
+                first = conn.execute(
+                    select(func.min(events.c.seq)).where(events.c.logged_us >= to_us(since))
+                ).scalar_one_or_none()
+                position = _head(conn) if first is None else int(first) - 1
+                detail = f"since {since.isoformat()}"
+            stmt = insert_for(conn, consumer_groups).values(
+                group_name=group, position=position, updated_us=_now_us()
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[consumer_groups.c.group_name],
+                    set_={
+                        "position": stmt.excluded.position,
+                        "updated_us": stmt.excluded.updated_us,
+                        "failures": 0,
+                    },
+                )
+            )
+            conn.execute(delete(deliveries).where(deliveries.c.group_name == group))
+            _audit(conn, "reset-group", group, 1, actor, why, f"{detail}: position {position}")
+        return position
+
+    def list_dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        query = select(dead_letters).order_by(dead_letters.c.id).limit(limit)
+        if group is not None:
+            query = query.where(dead_letters.c.group_name == group)
+        with self._read() as conn:
+            return [_dead_letter(r) for r in conn.execute(query)]
+
+    def replay_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
+        with self._write("dead-letter replay") as conn:
+            chosen = conn.execute(select(dead_letters).where(_matching(selection))).all()
+            logged = {
+                r.seq
+                for r in conn.execute(select(events.c.seq).where(events.c.seq.in_({c.seq for c in chosen})))
+            }
+            # retention may have dropped an event since: restore it from its dead-letter copy
+            restored = {c.seq: c for c in chosen if c.seq not in logged}
+            insert_rows(
+                conn,
+                events.insert(),
+                [
+                    {"seq": c.seq, "logged_us": _now_us()} | {k: getattr(c, k) for k in _EVENT_FIELDS}
+                    for c in restored.values()
+                ],
+            )
+            replayable = chosen
+            if replayable:
+                stmt = insert_for(conn, deliveries)
+                insert_rows(
+                    conn,
+                    stmt.on_conflict_do_update(
+                        index_elements=[deliveries.c.group_name, deliveries.c.seq],
+                        set_={k: stmt.excluded[k] for k in ("attempts", "due_us", "last_error")},
+                    ),
+                    [
+                        {
+                            "group_name": c.group_name,
+                            "seq": c.seq,
+                            "attempts": 0,
+                            "due_us": 0,
+                            "last_error": None,
+                        }
+                        for c in replayable
+                    ],
+                )
+                conn.execute(delete(dead_letters).where(dead_letters.c.id.in_([c.id for c in replayable])))
+            _audit(
+                conn,
+                "replay-dead-letters",
+                selection.group,
+                len(replayable),
+                actor,
+                why,
+                _describe(selection),
+            )
+        return len(replayable)
+
+    def purge_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
+        with self._write("dead-letter purge") as conn:
+            purged = conn.execute(delete(dead_letters).where(_matching(selection))).rowcount or 0
+            _audit(conn, "purge-dead-letters", selection.group, purged, actor, why, _describe(selection))
+        return purged
+
+    def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
+        with self._read() as conn:
+            rows = conn.execute(select(event_log_audit).order_by(event_log_audit.c.id.desc()).limit(limit))
+            return [
+                AuditEntry(
+                    action=r.action,
+                    group=r.group_name,
+                    count=r.affected,
+                    actor=r.actor,
+                    why=r.why,
+                    at=from_us(r.at_us),
+                    detail=r.detail,
+                )
+                for r in rows
+            ]
+
+    def trim_events(self, *, max_age: timedelta | None = None, max_events: int | None = None) -> int:
+        with self._write("retention trim") as conn:
+            keep_after = 0
+            if max_events is not None:  # sequences may have gaps: count rows, not numbers
+                oldest_dropped = conn.execute(
+                    select(events.c.seq).order_by(events.c.seq.desc()).offset(max_events).limit(1)
+                ).scalar()
+                keep_after = max(keep_after, int(oldest_dropped or 0))
+            if max_age is not None:
+                cutoff = to_us(datetime.now(UTC) - max_age)
+                newest_old = conn.execute(
+                    select(func.max(events.c.seq)).where(events.c.logged_us < cutoff)
+                ).scalar()
+                keep_after = max(keep_after, int(newest_old or 0))
+            if not keep_after:
+                return 0
+            conn.execute(delete(deliveries).where(deliveries.c.seq <= keep_after))
+            return conn.execute(delete(events).where(events.c.seq <= keep_after)).rowcount or 0
 
 
 class SQLiteEventLog(SQLEventLog):
@@ -145,9 +355,15 @@ class SQLiteEventLog(SQLEventLog):
         upgrade_schema(self.engine)
 
 
-def _logged(row: Any) -> LoggedEvent:
+def _head(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
+
+
+def _logged(row: Any, attempt: int = 1, redelivered: bool = False) -> LoggedEvent:
     return LoggedEvent(
         seq=row.seq,
+        attempt=attempt,
+        redelivered=redelivered,
         event=CloudEvent(
             id=row.event_id,
             source=row.source,
@@ -160,6 +376,56 @@ def _logged(row: Any) -> LoggedEvent:
             data=row.data,
         ),
     )
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        group=row.group_name,
+        event=_logged(row, attempt=row.attempts),
+        attempts=row.attempts,
+        reason=row.reason,
+        dead_at=from_us(row.dead_us),
+    )
+
+
+def _matching(selection: DeadLetterSelection) -> Any:
+    conditions = []
+    if selection.group is not None:
+        conditions.append(dead_letters.c.group_name == selection.group)
+    if selection.ids:
+        conditions.append(dead_letters.c.id.in_(selection.ids))
+    if selection.reason_contains:
+        conditions.append(dead_letters.c.reason.contains(selection.reason_contains, autoescape=True))
+    return and_(True, *conditions)
+
+
+def _describe(selection: DeadLetterSelection) -> str:
+    if selection.ids:
+        return "ids " + ",".join(map(str, selection.ids))
+    if selection.reason_contains:
+        return f"reason contains {selection.reason_contains!r}"
+    return "all"
+
+
+def _audit(
+    conn: Connection, action: str, group: str | None, count: int, actor: str, why: str, detail: str
+) -> None:
+    conn.execute(
+        event_log_audit.insert().values(
+            action=action,
+            group_name=group,
+            affected=count,
+            actor=actor,
+            why=why,
+            detail=detail,
+            at_us=_now_us(),
+        )
+    )
+
+
+def _maybe_time(us: int | None) -> datetime | None:
+    return None if us is None else from_us(us)
 
 
 def _now_us() -> int:

@@ -20,7 +20,8 @@ from tillflow.storage.tables import events
 APPEND_LOCK = "tillflow.events.append"
 
 
-def _row(event: CloudEvent, logged_us: int) -> dict[str, Any]:
+def event_row(event: CloudEvent) -> dict[str, Any]:
+    """The columns of an event (without its sequence and log time)."""
     return {
         "source": event.source,
         "event_id": event.id,
@@ -31,7 +32,6 @@ def _row(event: CloudEvent, logged_us: int) -> dict[str, Any]:
         "sequence": event.sequence,
         "traceparent": event.traceparent,
         "data": event.data,
-        "logged_us": logged_us,
     }
 
 
@@ -47,7 +47,7 @@ def append_in(conn: Connection, batch: Sequence[CloudEvent], *, logged_us: int) 
         insert_for(conn, events)
         .on_conflict_do_nothing()
         .returning(events.c.source, events.c.event_id, events.c.seq),
-        [_row(e, logged_us) for e in fresh.values()],
+        [event_row(e) | {"logged_us": logged_us} for e in fresh.values()],
     )
     seq_of = {(r.source, r.event_id): r.seq for r in inserted}
     out: list[int | None] = []

@@ -146,3 +146,51 @@ inventory_voids = Table(
     Column("void_transaction_id", String(200), nullable=False),
     Column("voided_us", BigInteger, nullable=False),
 )
+
+# Events a consumer group nak'ed: delivered again once due (attempts so far, last error).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("group_name", String(100), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("due_us", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=True),
+)
+Index("ix_deliveries_due", deliveries.c.group_name, deliveries.c.due_us)
+
+# Events a consumer group set aside: a full copy, so retention cannot take them away.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("group_name", String(100), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("source", String(200), nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("time", String(40), nullable=False),
+    Column("subject", String(200), nullable=True),
+    Column("partitionkey", String(64), nullable=True),
+    Column("sequence", String(20), nullable=True),
+    Column("traceparent", String(55), nullable=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("dead_us", BigInteger, nullable=False),
+)
+
+# Who replayed, purged or reset what, when and why.
+event_log_audit = Table(
+    "event_log_audit",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("action", String(40), nullable=False),
+    Column("group_name", String(100), nullable=True),
+    Column("affected", Integer, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("why", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+)
+Index("ix_events_logged", events.c.logged_us)
