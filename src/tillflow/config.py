@@ -37,11 +37,28 @@ class HubSettings(BaseModel):
         return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
 
 
+class FlowSettings(BaseModel):
+    """How one flow's consumer group runs: batch size and retry policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    max_attempts: int = Field(default=5, ge=1)
+    base_delay: float = Field(default=1.0, ge=0)  # seconds before the first retry (at most)
+    max_delay: float = Field(default=300.0, ge=0)
+    ordered: bool = True  # keep a store's events in till order when one fails
+
+
 class TillflowConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TILLFLOW_", env_nested_delimiter="__", extra="forbid")
 
     hub: HubSettings = HubSettings()
     stores: list[Store] = []
+    flows: dict[str, FlowSettings] = {}
+
+    def flow(self, name: str) -> FlowSettings:
+        """The settings of one flow (defaults unless configured)."""
+        return self.flows.get(name, FlowSettings())
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,7 @@
     │   └── MigrationError     Raised when the schema cannot be brought to the current version.
     ├── EventLogError          Raised when the event log cannot append, fetch or acknowledge.
     ├── FlowError              Raised when a flow cannot apply an event.
+    │   └── PoisonEventError   Raised when an event can never be applied as it is.
     └── Problem (hub)          Raised when an HTTP request is answered with an RFC 9457 problem.
 
 Driver errors (sqlite3, psycopg, httpx) are translated at the adapter boundary with
@@ -37,3 +38,8 @@ class EventLogError(TillflowError):
 
 class FlowError(TillflowError):
     """Raised when a flow cannot apply an event."""
+
+
+class PoisonEventError(FlowError):
+    """Raised when an event can never be applied as it is: retrying will not help, so the
+    runner sends it to dead letters at once."""

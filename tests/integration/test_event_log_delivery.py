@@ -361,6 +361,35 @@ class TestReplayDeadLetters:
         assert (again.event, again.attempt) == (one.event, 1)
         log.ack_events(G, [again])
 
+    def test_a_trimmed_dead_letter_replays_even_when_its_id_was_logged_again(self, log: EventLog) -> None:
+        append(log, 1, 2)
+        one, two = fetch(log, G)
+        log.dead_letter(G, one, reason="ValueError: bad")
+        log.ack_events(G, [two])
+        log.trim_events(max_events=1)
+        append(log, 1)  # the till resends evt-1; the trimmed log no longer knows it
+
+        count = log.replay_dead_letters(DeadLetterSelection(group=G), actor=OPERATOR, why="fixed")
+
+        assert count == 1
+        assert log.list_dead_letters(group=G) == []
+        batch = fetch(log, G)
+        assert ("evt-1", 1) in seen(batch)
+        log.ack_events(G, batch)
+
+    def test_a_replayed_dead_letter_is_not_lost_to_a_later_age_trim(self, log: EventLog) -> None:
+        append(log, 1, 2)
+        one, two = fetch(log, G)
+        log.dead_letter(G, one, reason="ValueError: bad")
+        log.ack_events(G, [two])
+        log.trim_events(max_events=1)  # evt-1 leaves the log; its dead letter keeps it
+        time.sleep(0.3)
+        log.replay_dead_letters(DeadLetterSelection(group=G), actor=OPERATOR, why="fixed")
+
+        log.trim_events(max_age=timedelta(seconds=0.2))  # evt-2 is older than that; the replay is not
+
+        assert drain(log, G) == [("evt-1", 1)]
+
 
 class TestPurgeDeadLetters:
     def test_purged_dead_letters_are_gone_for_good(self, log: EventLog) -> None:
