@@ -1,4 +1,4 @@
-"""The `tillflow` command line: demo, hub, keys, schema."""
+"""The `tillflow` command line: demo, hub, keys, schema, and operations (lag, dlq, replay)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tillflow import ops
 from tillflow.config import TillflowConfig, load_config
 from tillflow.errors import TillflowError
 
@@ -18,6 +19,9 @@ keys_app = typer.Typer(help="API keys for stores and administrators.", no_args_i
 schema_app = typer.Typer(help="JSON Schema of the canonical model.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
+app.add_typer(ops.dlq_app, name="dlq")
+app.command("lag")(ops.lag)
+app.command("replay")(ops.replay)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[

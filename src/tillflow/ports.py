@@ -67,8 +67,10 @@ class EventLog(Protocol):
         after `since`; drops its pending redeliveries; audited; returns the new position."""
         ...
 
-    def list_dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Dead letters, oldest first (of one group, or all)."""
+    def list_dead_letters(
+        self, *, group: str | None = None, ids: Sequence[int] = (), limit: int = 100
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first (of one group, or all; only `ids` when given)."""
         ...
 
     def replay_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:

@@ -249,10 +249,11 @@ class SQLEventLog:
             _audit(conn, "reset-group", group, 1, actor, why, f"{detail}: position {position}")
         return position
 
-    def list_dead_letters(self, *, group: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        query = select(dead_letters).order_by(dead_letters.c.id).limit(limit)
-        if group is not None:
-            query = query.where(dead_letters.c.group_name == group)
+    def list_dead_letters(
+        self, *, group: str | None = None, ids: Sequence[int] = (), limit: int = 100
+    ) -> list[DeadLetter]:
+        selection = DeadLetterSelection(group=group, ids=tuple(ids))
+        query = select(dead_letters).where(_matching(selection)).order_by(dead_letters.c.id).limit(limit)
         with self._read() as conn:
             return [_dead_letter(r) for r in conn.execute(query)]
 

@@ -1,0 +1,239 @@
+"""Operations from the command line: consumer lag, dead letters, replay.
+
+`tillflow lag`, `tillflow dlq list|show|replay|purge`, `tillflow replay --flow F ...`.
+Tables for people, `--json` for scripts. Every replay, purge and reset is audited with the
+actor (`--actor`, default the OS user) and the reason (`--why`, required).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tillflow.config import load_config
+from tillflow.errors import TillflowError
+from tillflow.ports import DeadLetter, DeadLetterSelection, EventLog
+
+dlq_app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
+out = Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze the tables
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", envvar="TILLFLOW_CONFIG", help="YAML config file")
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="where the embedded state lives")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+ActorOpt = Annotated[str, typer.Option("--actor", help="who does this (for the audit)")]
+WhyOpt = Annotated[str, typer.Option("--why", help="why (for the audit)")]
+GroupOpt = Annotated[str | None, typer.Option("--flow", help="only this flow's consumer group")]
+
+
+@contextmanager
+def event_log(config: Path | None, data_dir: Path | None) -> Iterator[EventLog]:
+    from tillflow.bootstrap import bootstrap
+
+    try:
+        cfg = load_config(config, **({"data_dir": data_dir} if data_dir else {}))
+        services = bootstrap(cfg)
+    except TillflowError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        yield services.event_log
+    except TillflowError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        services.close()
+
+
+def emit(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    if not rows:
+        out.print(f"{title}: none")
+        return
+    table = Table(title=title)
+    for i, column in enumerate(rows[0]):
+        table.add_column(column, no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row.values()))
+    out.print(table)
+
+
+def lag(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Each consumer group: position, lag, pending retries, dead letters, failure streak."""
+    with event_log(config, data_dir) as log:
+        head = log.read_head()
+        groups = log.read_groups()
+    rows = [
+        {
+            "flow": name,
+            "position": s.position,
+            "head": head,
+            "lag": s.lag,
+            "pending": s.pending,
+            "dead_letters": s.dead_letters,
+            "oldest_dead_letter": s.oldest_dead_letter_at.isoformat() if s.oldest_dead_letter_at else None,
+            "failures": s.failures,
+            "last_error": s.last_error,
+        }
+        for name, s in sorted(groups.items())
+    ]
+    emit(rows, as_json, "consumer groups")
+
+
+def _dead_letter_row(d: DeadLetter, *, full: bool = False) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": d.id,
+        "flow": d.group,
+        "seq": d.event.seq,
+        "event": d.event.event.id,
+        "type": d.event.event.type,
+        "attempts": d.attempts,
+        "dead_at": d.dead_at.isoformat(timespec="seconds"),
+        "reason": d.reason if full else d.reason[:80],
+    }
+    if full:
+        e = d.event.event
+        row |= {
+            "source": e.source,
+            "time": e.time.isoformat(),
+            "traceparent": e.traceparent,
+            "data": e.data.decode(errors="replace"),
+        }
+    return row
+
+
+@dlq_app.command("list")
+def dlq_list(
+    flow: GroupOpt = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 100,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Dead letters, oldest first."""
+    with event_log(config, data_dir) as log:
+        rows = [_dead_letter_row(d) for d in log.list_dead_letters(group=flow, limit=limit)]
+    emit(rows, as_json, "dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="the dead letter's id")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One dead letter in full: reason, attempts, trace id, the original payload."""
+    with event_log(config, data_dir) as log:
+        found = log.list_dead_letters(ids=(dead_letter_id,))
+    if not found:
+        err.print(f"[red]no dead letter {dead_letter_id}[/red]")
+        raise typer.Exit(1)
+    row = _dead_letter_row(found[0], full=True)
+    if as_json:
+        sys.stdout.write(orjson.dumps(row, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        for key, value in row.items():
+            out.print(f"[bold]{key}[/bold]: {value}")
+
+
+def _selection(
+    flow: str | None, ids: list[int] | None, reason: str | None, everything: bool
+) -> DeadLetterSelection:
+    if not (ids or reason or everything):
+        err.print("[red]choose what: --id N (repeatable), --reason TEXT, or --all[/red]")
+        raise typer.Exit(2)
+    return DeadLetterSelection(group=flow, ids=tuple(ids or ()), reason_contains=reason)
+
+
+IdsOpt = Annotated[list[int] | None, typer.Option("--id", help="a dead letter id (repeatable)")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="those whose reason contains this text")]
+AllOpt = Annotated[bool, typer.Option("--all", help="every dead letter (of --flow, if given)")]
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    why: WhyOpt,
+    flow: GroupOpt = None,
+    ids: IdsOpt = None,
+    reason: ReasonOpt = None,
+    everything: AllOpt = False,
+    actor: ActorOpt = "",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliver dead letters to their flow again (audited)."""
+    selection = _selection(flow, ids, reason, everything)
+    with event_log(config, data_dir) as log:
+        count = log.replay_dead_letters(selection, actor=actor or getpass.getuser(), why=why)
+    emit([{"replayed": count}], as_json, "dead-letter replay")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    why: WhyOpt,
+    flow: GroupOpt = None,
+    ids: IdsOpt = None,
+    reason: ReasonOpt = None,
+    everything: AllOpt = False,
+    actor: ActorOpt = "",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete dead letters for good (audited)."""
+    selection = _selection(flow, ids, reason, everything)
+    with event_log(config, data_dir) as log:
+        count = log.purge_dead_letters(selection, actor=actor or getpass.getuser(), why=why)
+    emit([{"purged": count}], as_json, "dead-letter purge")
+
+
+def replay(
+    flow: Annotated[
+        str, typer.Option("--flow", help="the flow (consumer group) to replay; a new name starts one")
+    ],
+    why: WhyOpt,
+    from_seq: Annotated[int | None, typer.Option("--from-seq", help="replay from this sequence")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="replay events logged since (ISO 8601 with offset)")
+    ] = None,
+    actor: ActorOpt = "",
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a flow's consumer group back (or start a new one) at a sequence or a time (audited).
+    Effects stay exactly once: a flow skips what it already applied."""
+    if (from_seq is None) == (since is None):
+        err.print("[red]give --from-seq N or --since TIME[/red]")
+        raise typer.Exit(2)
+    start: datetime | None = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            start = None
+        if start is None or start.tzinfo is None:
+            err.print("[red]--since is an ISO 8601 time with an offset, e.g. 2026-11-29T08:00:00+00:00[/red]")
+            raise typer.Exit(2)
+    with event_log(config, data_dir) as log:
+        position = log.reset_group(
+            flow, from_seq=from_seq, since=start, actor=actor or getpass.getuser(), why=why
+        )
+        head = log.read_head()
+    emit([{"flow": flow, "position": position, "to_replay": max(0, head - position)}], as_json, "replay")
