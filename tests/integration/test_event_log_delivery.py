@@ -619,3 +619,18 @@ class TestReadGroups:
         assert (groups[OTHER].pending, groups[OTHER].dead_letters) == (1, 2)
         assert groups[G].oldest_dead_letter_at is not None
         assert groups[OTHER].oldest_dead_letter_at is not None
+
+
+class TestRetentionLosesNothing:
+    def test_a_retry_pending_when_its_event_is_trimmed_becomes_a_dead_letter(self, log: EventLog) -> None:
+        append(log, 1, 2)
+        one, two = fetch(log, G)
+        log.nak_event(G, one, delay=3600, error="RuntimeError: ERP down")
+        log.ack_events(G, [two])
+
+        log.trim_events(max_events=1)
+
+        [dead] = log.list_dead_letters(group=G)
+        assert dead.event.event.id == one.event.id and dead.attempts == 1
+        assert "retention" in dead.reason and "ERP down" in dead.reason
+        assert log.read_groups()[G].pending == 0

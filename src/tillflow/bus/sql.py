@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.errors import EventLogError, StorageError
@@ -70,14 +70,27 @@ class SQLEventLog:
 
     def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
         with self._read() as conn:
-            due = conn.execute(
+            is_due = and_(deliveries.c.group_name == group, deliveries.c.due_us <= _now_us())
+            from_log = conn.execute(
                 select(events, deliveries.c.attempts)
                 .join(deliveries, deliveries.c.seq == events.c.seq)
-                .where(deliveries.c.group_name == group, deliveries.c.due_us <= _now_us())
+                .where(is_due, deliveries.c.dead_letter_id.is_(None))
                 .order_by(events.c.seq)
                 .limit(limit)
             ).all()
-            batch = [_logged(r, attempt=r.attempts + 1, redelivered=True) for r in due]
+            from_copies = conn.execute(
+                select(dead_letters, deliveries.c.attempts.label("delivered"))
+                .join(deliveries, deliveries.c.dead_letter_id == dead_letters.c.id)
+                .where(is_due)
+                .order_by(dead_letters.c.seq)
+                .limit(limit)
+            ).all()
+            due = sorted(
+                [(r.seq, _logged(r, attempt=r.attempts + 1, redelivered=True)) for r in from_log]
+                + [(r.seq, _logged(r, attempt=r.delivered + 1, redelivered=True)) for r in from_copies],
+                key=lambda pair: pair[0],
+            )
+            batch = [logged for _, logged in due[:limit]]
             if len(batch) < limit:
                 position = self._position(conn, group)
                 fresh = conn.execute(
@@ -129,9 +142,11 @@ class SQLEventLog:
     def _settle(self, conn: Connection, group: str, settled: Sequence[LoggedEvent]) -> None:
         redelivered = [e.seq for e in settled if e.redelivered]
         if redelivered:
-            conn.execute(
-                delete(deliveries).where(deliveries.c.group_name == group, deliveries.c.seq.in_(redelivered))
-            )
+            mine = and_(deliveries.c.group_name == group, deliveries.c.seq.in_(redelivered))
+            copies = [i for i in conn.execute(select(deliveries.c.dead_letter_id).where(mine)).scalars() if i]
+            if copies:  # a replayed dead letter is settled: its copy has served
+                conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(copies)))
+            conn.execute(delete(deliveries).where(mine))
         self._advance(conn, group, max(e.seq for e in settled), clear_failures=True)
 
     @staticmethod
@@ -190,7 +205,9 @@ class SQLEventLog:
                         dead_letters.c.group_name,
                         func.count().label("n"),
                         func.min(dead_letters.c.dead_us).label("oldest"),
-                    ).group_by(dead_letters.c.group_name)
+                    )
+                    .where(dead_letters.c.replayed_us.is_(None))
+                    .group_by(dead_letters.c.group_name)
                 )
             }
         return {
@@ -245,6 +262,11 @@ class SQLEventLog:
                     },
                 )
             )
+            conn.execute(  # replayed dead letters not yet settled become dead letters again
+                update(dead_letters)
+                .where(dead_letters.c.group_name == group, dead_letters.c.replayed_us.is_not(None))
+                .values(replayed_us=None)
+            )
             conn.execute(delete(deliveries).where(deliveries.c.group_name == group))
             _audit(conn, "reset-group", group, 1, actor, why, f"{detail}: position {position}")
         return position
@@ -260,28 +282,16 @@ class SQLEventLog:
     def replay_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
         with self._write("dead-letter replay") as conn:
             chosen = conn.execute(select(dead_letters).where(_matching(selection))).all()
-            logged = {
-                r.seq
-                for r in conn.execute(select(events.c.seq).where(events.c.seq.in_({c.seq for c in chosen})))
-            }
-            # retention may have dropped an event since: restore it from its dead-letter copy
-            restored = {c.seq: c for c in chosen if c.seq not in logged}
-            insert_rows(
-                conn,
-                events.insert(),
-                [
-                    {"seq": c.seq, "logged_us": _now_us()} | {k: getattr(c, k) for k in _EVENT_FIELDS}
-                    for c in restored.values()
-                ],
-            )
-            replayable = chosen
-            if replayable:
+            if chosen:  # delivered from the copy: the log may have dropped the event since
                 stmt = insert_for(conn, deliveries)
                 insert_rows(
                     conn,
                     stmt.on_conflict_do_update(
                         index_elements=[deliveries.c.group_name, deliveries.c.seq],
-                        set_={k: stmt.excluded[k] for k in ("attempts", "due_us", "last_error")},
+                        set_={
+                            k: stmt.excluded[k]
+                            for k in ("attempts", "due_us", "last_error", "dead_letter_id")
+                        },
                     ),
                     [
                         {
@@ -290,11 +300,17 @@ class SQLEventLog:
                             "attempts": 0,
                             "due_us": 0,
                             "last_error": None,
+                            "dead_letter_id": c.id,
                         }
-                        for c in replayable
+                        for c in chosen
                     ],
                 )
-                conn.execute(delete(dead_letters).where(dead_letters.c.id.in_([c.id for c in replayable])))
+                conn.execute(
+                    update(dead_letters)
+                    .where(dead_letters.c.id.in_([c.id for c in chosen]))
+                    .values(replayed_us=_now_us())
+                )
+            replayable = chosen
             _audit(
                 conn,
                 "replay-dead-letters",
@@ -344,8 +360,37 @@ class SQLEventLog:
                 keep_after = max(keep_after, int(newest_old or 0))
             if not keep_after:
                 return 0
-            conn.execute(delete(deliveries).where(deliveries.c.seq <= keep_after))
+            self._dead_letter_orphans(conn, keep_after)
             return conn.execute(delete(events).where(events.c.seq <= keep_after)).rowcount or 0
+
+    @staticmethod
+    def _dead_letter_orphans(conn: Connection, keep_after: int) -> None:
+        """Retries still pending for events about to be dropped become dead letters (nothing is
+        lost to retention: an operator can replay them from the copy)."""
+        waiting = and_(deliveries.c.seq <= keep_after, deliveries.c.dead_letter_id.is_(None))
+        orphans = conn.execute(
+            select(events, deliveries.c.group_name, deliveries.c.attempts, deliveries.c.last_error)
+            .join(deliveries, deliveries.c.seq == events.c.seq)
+            .where(waiting)
+        ).all()
+        insert_rows(
+            conn,
+            dead_letters.insert(),
+            [
+                {k: getattr(r, k) for k in _EVENT_FIELDS}
+                | {
+                    "group_name": r.group_name,
+                    "seq": r.seq,
+                    "attempts": r.attempts,
+                    "reason": "retention dropped the event while a retry was pending;"
+                    f" last error: {r.last_error}",
+                    "dead_us": _now_us(),
+                    "replayed_us": None,
+                }
+                for r in orphans
+            ],
+        )
+        conn.execute(delete(deliveries).where(waiting))
 
 
 class SQLiteEventLog(SQLEventLog):
@@ -391,14 +436,14 @@ def _dead_letter(row: Any) -> DeadLetter:
 
 
 def _matching(selection: DeadLetterSelection) -> Any:
-    conditions = []
+    conditions: list[ColumnElement[bool]] = [dead_letters.c.replayed_us.is_(None)]  # replaying: not dead now
     if selection.group is not None:
         conditions.append(dead_letters.c.group_name == selection.group)
     if selection.ids:
         conditions.append(dead_letters.c.id.in_(selection.ids))
     if selection.reason_contains:
         conditions.append(dead_letters.c.reason.contains(selection.reason_contains, autoescape=True))
-    return and_(True, *conditions)
+    return and_(*conditions)
 
 
 def _describe(selection: DeadLetterSelection) -> str:

@@ -156,6 +156,8 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False),
     Column("due_us", BigInteger, nullable=False),
     Column("last_error", Text, nullable=True),
+    # a replayed dead letter is delivered from its copy (the log may have dropped the event)
+    Column("dead_letter_id", BigInteger, nullable=True),
 )
 Index("ix_deliveries_due", deliveries.c.group_name, deliveries.c.due_us)
 
@@ -178,6 +180,7 @@ dead_letters = Table(
     Column("attempts", Integer, nullable=False),
     Column("reason", Text, nullable=False),
     Column("dead_us", BigInteger, nullable=False),
+    Column("replayed_us", BigInteger, nullable=True),  # being delivered again; gone once settled
 )
 
 # Who replayed, purged or reset what, when and why.

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("due_us", sa.BigInteger, nullable=False),
         sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("dead_letter_id", sa.BigInteger, nullable=True),
     )
     op.create_index("ix_deliveries_due", "deliveries", ["group_name", "due_us"])
     op.create_table(
@@ -44,6 +45,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("dead_us", sa.BigInteger, nullable=False),
+        sa.Column("replayed_us", sa.BigInteger, nullable=True),
     )
     op.create_index("ix_dead_letters_group_name", "dead_letters", ["group_name"])
     op.create_table(
