@@ -53,6 +53,11 @@ def _flows(request: Request) -> dict[str, object]:
         groups[group] = {
             "position": state.position,
             "lag": state.lag,
+            "pending": state.pending,
+            "dead_letters": state.dead_letters,
+            "oldest_dead_letter_at": state.oldest_dead_letter_at.isoformat()
+            if state.oldest_dead_letter_at
+            else None,
             "failures": state.failures,
             "last_error": state.last_error,
             "last_error_at": state.last_error_at.isoformat() if state.last_error_at else None,
