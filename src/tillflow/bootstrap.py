@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from tillflow.bus.runner import ConsumerRunner
+from collections.abc import Sequence
+
+from tillflow.bus.runner import ConsumerRunner, Handler, RetryPolicy
 from tillflow.bus.sql import SQLEventLog
-from tillflow.config import TillflowConfig
+from tillflow.config import FlowName, TillflowConfig
 from tillflow.flows import inventory
+from tillflow.model import LoggedEvent
 from tillflow.services import Services
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.inventory import SQLInventoryLedger
@@ -27,12 +30,21 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     event_log = SQLEventLog(engine)
     ledger = SQLInventoryLedger(engine)
 
+    def apply_inventory(batch: Sequence[LoggedEvent]) -> int:
+        return inventory.apply_inventory(batch, ledger=ledger)
+
+    def consumer(name: FlowName, handler: Handler) -> ConsumerRunner:
+        flow = config.flow(name)
+        policy = RetryPolicy(
+            max_attempts=flow.max_attempts,
+            base_delay=flow.base_delay,
+            max_delay=flow.max_delay,
+            ordered=flow.ordered,
+        )
+        return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
+
     def consumers() -> list[ConsumerRunner]:
-        return [
-            ConsumerRunner(
-                event_log, inventory.FLOW, lambda batch: inventory.apply_inventory(batch, ledger=ledger)
-            ),
-        ]
+        return [consumer(inventory.FLOW, apply_inventory)]
 
     return Services(
         config=config,

@@ -37,15 +37,20 @@ class HubSettings(BaseModel):
         return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
 
 
+FlowName = Literal["inventory"]  # the flows this release runs; a typo fails at start
+
+
 class FlowSettings(BaseModel):
     """How one flow's consumer group runs: batch size and retry policy."""
 
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(default=500, ge=1, le=10_000)
-    max_attempts: int = Field(default=5, ge=1)
-    base_delay: float = Field(default=1.0, ge=0)  # seconds before the first retry (at most)
-    max_delay: float = Field(default=300.0, ge=0)
+    # 10 attempts, 2 s doubling to at most 10 min: a failing event keeps trying for about
+    # half an hour (full jitter) before it goes to dead letters, past a typical ERP restart
+    max_attempts: int = Field(default=10, ge=1)
+    base_delay: float = Field(default=2.0, ge=0)  # seconds before the first retry (at most)
+    max_delay: float = Field(default=600.0, ge=0)
     ordered: bool = True  # keep a store's events in till order when one fails
 
 
@@ -54,9 +59,9 @@ class TillflowConfig(BaseSettings):
 
     hub: HubSettings = HubSettings()
     stores: list[Store] = []
-    flows: dict[str, FlowSettings] = {}
+    flows: dict[FlowName, FlowSettings] = {}
 
-    def flow(self, name: str) -> FlowSettings:
+    def flow(self, name: FlowName) -> FlowSettings:
         """The settings of one flow (defaults unless configured)."""
         return self.flows.get(name, FlowSettings())
 

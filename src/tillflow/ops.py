@@ -21,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from tillflow.config import load_config
-from tillflow.errors import TillflowError
-from tillflow.ports import DeadLetter, DeadLetterSelection, EventLog
+from tillflow.errors import ConfigError, TillflowError
+from tillflow.ports import DeadLetter, DeadLetterSelection, EventLog, GroupState
+from tillflow.services import Services
 
 dlq_app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
 out = Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze the tables
@@ -39,17 +40,23 @@ GroupOpt = Annotated[str | None, typer.Option("--flow", help="only this flow's c
 
 
 @contextmanager
-def event_log(config: Path | None, data_dir: Path | None) -> Iterator[EventLog]:
+def opened(config: Path | None, data_dir: Path | None) -> Iterator[Services]:
+    """The hub's existing state (never a new, empty one for a mistyped path)."""
     from tillflow.bootstrap import bootstrap
 
     try:
         cfg = load_config(config, **({"data_dir": data_dir} if data_dir else {}))
-        services = bootstrap(cfg)
+        url = cfg.hub.resolved_state_url()
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            raise ConfigError(
+                f"no hub state at {url.removeprefix('sqlite:///')}: check --data-dir / --config"
+            )
+        services = bootstrap(cfg, migrate=False)
     except TillflowError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     try:
-        yield services.event_log
+        yield services
     except TillflowError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
@@ -72,11 +79,20 @@ def emit(rows: list[dict[str, Any]], as_json: bool, title: str) -> None:
     out.print(table)
 
 
+@contextmanager
+def event_log(config: Path | None, data_dir: Path | None) -> Iterator[EventLog]:
+    with opened(config, data_dir) as services:
+        yield services.event_log
+
+
 def lag(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Each consumer group: position, lag, pending retries, dead letters, failure streak."""
-    with event_log(config, data_dir) as log:
+    with opened(config, data_dir) as services:
+        log = services.event_log
         head = log.read_head()
         groups = log.read_groups()
+        for flow in services.consumer_groups:  # a flow that has not settled anything yet
+            groups.setdefault(flow, GroupState(position=0, lag=head))
     rows = [
         {
             "flow": name,
@@ -197,6 +213,9 @@ def dlq_purge(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete dead letters for good (audited)."""
+    if everything and not flow and not ids and not reason:
+        err.print("[red]purging every dead letter of every flow needs --flow (one flow at a time)[/red]")
+        raise typer.Exit(2)
     selection = _selection(flow, ids, reason, everything)
     with event_log(config, data_dir) as log:
         count = log.purge_dead_letters(selection, actor=actor or getpass.getuser(), why=why)
@@ -212,6 +231,7 @@ def replay(
     since: Annotated[
         str | None, typer.Option("--since", help="replay events logged since (ISO 8601 with offset)")
     ] = None,
+    new: Annotated[bool, typer.Option("--new", help="start a consumer group that does not run here")] = False,
     actor: ActorOpt = "",
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
@@ -231,9 +251,17 @@ def replay(
         if start is None or start.tzinfo is None:
             err.print("[red]--since is an ISO 8601 time with an offset, e.g. 2026-11-29T08:00:00+00:00[/red]")
             raise typer.Exit(2)
-    with event_log(config, data_dir) as log:
+    with opened(config, data_dir) as services:
+        log = services.event_log
+        head = log.read_head()
+        if flow not in services.consumer_groups and not new:
+            runs = ", ".join(services.consumer_groups)
+            err.print(f"[red]no flow {flow!r} runs here ({runs}); --new starts a new consumer group[/red]")
+            raise typer.Exit(2)
+        if from_seq is not None and not 1 <= from_seq <= head + 1:
+            err.print(f"[red]--from-seq must be between 1 and {head + 1} (the log's head is {head})[/red]")
+            raise typer.Exit(2)
         position = log.reset_group(
             flow, from_seq=from_seq, since=start, actor=actor or getpass.getuser(), why=why
         )
-        head = log.read_head()
     emit([{"flow": flow, "position": position, "to_replay": max(0, head - position)}], as_json, "replay")

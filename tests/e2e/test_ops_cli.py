@@ -109,3 +109,26 @@ class TestReplay:
     def test_since_needs_an_offset(self, state: tuple[Path, EventLog]) -> None:
         done = tillflow(state[0], "replay", "--flow", "x", "--since", "2026-11-29T08:00:00", "--why", "y")
         assert done.returncode == 2 and "offset" in done.stderr
+
+
+class TestOperatorMistakes:
+    def test_a_mistyped_data_dir_is_an_error_not_an_empty_hub(self, tmp_path: Path) -> None:
+        done = tillflow(tmp_path / "nowhere", "lag")
+        assert done.returncode == 2 and "no hub state" in done.stderr
+        assert not (tmp_path / "nowhere" / "tillflow.db").exists()
+
+    def test_replaying_an_unknown_flow_needs_new(self, state: tuple[Path, EventLog]) -> None:
+        data_dir, log = state
+        typo = tillflow(data_dir, "replay", "--flow", "invetnory", "--from-seq", "1", "--why", "x")
+        assert typo.returncode == 2 and "--new" in typo.stderr
+        done = tillflow(data_dir, "replay", "--flow", "audit-copy", "--new", "--from-seq", "1", "--why", "x")
+        assert done.returncode == 0
+        assert log.read_position("audit-copy") == 0
+
+    def test_a_sequence_past_the_head_is_refused(self, state: tuple[Path, EventLog]) -> None:
+        done = tillflow(state[0], "replay", "--flow", "inventory", "--from-seq", "999", "--why", "x")
+        assert done.returncode == 2 and "head is 3" in done.stderr
+
+    def test_purging_everything_of_every_flow_is_refused(self, state: tuple[Path, EventLog]) -> None:
+        done = tillflow(state[0], "dlq", "purge", "--all", "--why", "x")
+        assert done.returncode == 2 and "--flow" in done.stderr

@@ -634,3 +634,40 @@ class TestRetentionLosesNothing:
         assert dead.event.event.id == one.event.id and dead.attempts == 1
         assert "retention" in dead.reason and "ERP down" in dead.reason
         assert log.read_groups()[G].pending == 0
+
+
+class TestRedeliveriesAndPositions:
+    def test_a_replayed_dead_letter_ahead_of_the_position_does_not_move_it(self, log: EventLog) -> None:
+        append(log, 1, 2, 3)
+        one, two, three = fetch(log, G)
+        log.ack_events(G, [one, two])
+        log.dead_letter(G, three, reason="PoisonEventError: bad")
+        log.reset_group(G, from_seq=1, actor=OPERATOR, why="re-run after a fix")
+        log.replay_dead_letters(DeadLetterSelection(group=G), actor=OPERATOR, why="fixed")
+
+        batch = fetch(log, G, limit=2)  # the replayed seq 3 first, then seq 1 afresh
+        assert [(e.seq, e.redelivered) for e in batch] == [(3, True), (1, False)]
+        log.ack_events(G, batch)
+
+        assert log.read_position(G) == 1  # not 3: seq 2 has not been handled again yet
+        assert [e.seq for e in fetch(log, G)] == [2, 3]
+
+    def test_a_nak_after_retention_dropped_the_event_keeps_it_as_a_dead_letter(self, log: EventLog) -> None:
+        append(log, 1, 2)
+        one, two = fetch(log, G)
+        log.ack_events(G, [two])
+        log.trim_events(max_events=1)  # drops seq 1 while it is still being handled
+
+        log.nak_event(G, one, delay=0, error="RuntimeError: ERP down")
+
+        [dead] = log.list_dead_letters(group=G)
+        assert dead.event.event.id == one.event.id and "ERP down" in dead.reason
+        assert log.read_groups()[G].pending == 0
+
+    def test_the_reason_filter_ignores_case_on_every_backend(self, log: EventLog) -> None:
+        append(log, 1)
+        [one] = fetch(log, G)
+        log.dead_letter(G, one, reason="PoisonEventError: Line 3 Has No SKU")
+        selection = DeadLetterSelection(group=G, reason_contains="no sku")
+        assert log.purge_dead_letters(selection, actor=OPERATOR, why="lab till") == 1
+        assert "ids" in log.list_audit()[0].detail

@@ -60,3 +60,24 @@ class TestLoadConfig:
     ) -> None:
         monkeypatch.setenv("TILLFLOW_HUB__PORT", "9123")
         assert load_config(write(tmp_path, {"hub": {"port": 8000}}), port=7000).hub.port == 7000
+
+    def test_flow_settings_reach_the_consumer_runner(self, tmp_path: Path) -> None:
+        from tillflow.bootstrap import bootstrap
+
+        path = write(
+            tmp_path,
+            {
+                "hub": {"data_dir": str(tmp_path)},
+                "flows": {"inventory": {"max_attempts": 2, "batch_size": 7}},
+            },
+        )
+        services = bootstrap(load_config(path))
+        try:
+            [runner] = services.consumers()
+        finally:
+            services.close()
+        assert (runner.group, runner.batch_size, runner.policy.max_attempts) == ("inventory", 7, 2)
+
+    def test_an_unknown_flow_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match=r"flows\.invetnory"):
+            load_config(write(tmp_path, {"flows": {"invetnory": {"max_attempts": 2}}}))

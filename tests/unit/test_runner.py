@@ -128,6 +128,7 @@ class TestRetries:
         assert applied == [3]
         assert [seq for seq, _ in log.naks] == [1, 2, 4]
         assert len({delay for _, delay in log.naks}) == 1  # they come back together, in order
+        assert (log.pending[1].attempt, log.pending[2].attempt) == (1, 0)  # waiting is no attempt
 
     def test_unordered_flows_let_later_events_of_the_store_through(self) -> None:
         log = ListLog(["S1", "S1"])
@@ -137,6 +138,13 @@ class TestRetries:
 
 
 class TestOutages:
+    def test_a_batch_that_keeps_failing_as_an_outage_has_its_events_suspected(self) -> None:
+        log = ListLog(["S1", "S2", "S3"])
+        applied, handler = failing_on(2, error=StorageError("value too long for type character varying(64)"))
+        runner(log, handler).run_once(suspect_events=True)
+        assert applied == [1, 3]
+        assert [seq for seq, _ in log.naks] == [2]  # retried and counted, then dead letters
+
     def test_an_infrastructure_failure_settles_nothing_and_counts_no_attempt(self) -> None:
         log = ListLog(["S1", "S2"])
         _, handler = failing_on(1, error=StorageError("database is locked"))

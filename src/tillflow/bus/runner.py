@@ -5,13 +5,16 @@ here. What a failure means depends on what failed:
 
 - the infrastructure (state store, event log, network: `StorageError`, `EventLogError`,
   `OSError`): nothing is settled; the runner backs off and tries the same batch again,
-  without counting attempts against the events;
+  without counting attempts against the events — unless the same batch keeps failing
+  (`SUSPECT_AFTER` times): then its events are tried one by one and counted, so a record the
+  database itself rejects ends in dead letters instead of stalling the flow;
 - the event itself, for good (`PoisonEventError`, `ValueError` — a body that cannot be
   decoded or a record no retry will fix): it goes to dead letters at once;
 - anything else: the batch is split and each event tried alone; the one that fails is
   nak'ed with exponential backoff and full jitter, and dead-lettered after `max_attempts`.
   With `ordered`, events of the same partition key (the store) behind a failed one in the
-  batch wait with it, so a store's events are applied in till order.
+  batch wait with it (without counting an attempt). Order is kept within a batch; events
+  of that store in later batches are not held back yet.
 
 The rest of the batch always proceeds. Effects must be idempotent per event (every flow's
 are), since delivery is at least once.
@@ -25,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tillflow.errors import EventLogError, PoisonEventError, StorageError
 from tillflow.model import LoggedEvent
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Sequence[LoggedEvent]], object]
 INFRASTRUCTURE: tuple[type[BaseException], ...] = (StorageError, EventLogError, OSError)
 PERMANENT: tuple[type[BaseException], ...] = (PoisonEventError, ValueError)
+SUSPECT_AFTER = 5  # consecutive outage failures of a batch before its events are suspected
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,9 @@ class RetryPolicy:
     """How a flow retries an event that failed: up to `max_attempts` deliveries, waiting a
     random time in [0, min(max_delay, base_delay * 2^(attempt-1))] between them."""
 
-    max_attempts: int = 5
-    base_delay: float = 1.0
-    max_delay: float = 300.0
+    max_attempts: int = 10
+    base_delay: float = 2.0
+    max_delay: float = 600.0
     ordered: bool = True
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -105,9 +109,12 @@ class ConsumerRunner:
         self.wake = threading.Event()
         self.stats = RunnerStats()
 
-    def run_once(self) -> int:
+    def run_once(self, *, suspect_events: bool = False) -> int:
         """Handle and settle one batch; returns how many events it held (0: nothing to do).
-        Raises only for infrastructure failures, leaving the batch unsettled."""
+        Raises only for infrastructure failures, leaving the batch unsettled. With
+        `suspect_events` (the same batch failed repeatedly as an outage), an event whose own
+        handling fails with an infrastructure error is retried and counted like any other
+        failing event, so a record the database rejects cannot stall the flow forever."""
         batch = self.log.fetch_batch(self.group, limit=self.batch_size)
         if not batch:
             return 0
@@ -115,7 +122,10 @@ class ConsumerRunner:
         try:
             self.handler(batch)
         except INFRASTRUCTURE:
-            raise
+            if not suspect_events:
+                raise
+            log.warning("group %s: the batch keeps failing; trying its events one by one", self.group)
+            self._one_by_one(batch, suspect_events=True)
         except Exception:  # something in the batch: find it, settle the rest
             log.warning(
                 "group %s: a batch of %d failed; trying its events one by one", self.group, len(batch)
@@ -131,17 +141,27 @@ class ConsumerRunner:
         self.hooks.on_batch(self.group, len(batch), seconds)
         return len(batch)
 
-    def _one_by_one(self, batch: Sequence[LoggedEvent]) -> None:
+    def _one_by_one(self, batch: Sequence[LoggedEvent], *, suspect_events: bool = False) -> None:
         waiting: dict[str | None, float] = {}  # partition key -> delay of its failed event
         for event in batch:
             key = event.event.partitionkey
             if self.policy.ordered and key in waiting:
-                self._nak(event, waiting[key], "waits for an earlier event of the same key")
+                # held back, not tried: the wait does not count as an attempt
+                self._nak(
+                    replace(event, attempt=event.attempt - 1), waiting[key], "waits for an earlier event"
+                )
                 continue
             try:
                 self.handler([event])
-            except INFRASTRUCTURE:
-                raise
+            except INFRASTRUCTURE as exc:
+                if not suspect_events:
+                    raise
+                delay = self.policy.backoff(event.attempt, self.rng)
+                if event.attempt >= self.policy.max_attempts:
+                    self._dead_letter(event, describe(exc))
+                else:
+                    self._nak(event, delay, describe(exc))
+                    waiting[key] = delay
             except Exception as exc:
                 error = describe(exc)
                 if isinstance(exc, PERMANENT) or event.attempt >= self.policy.max_attempts:
@@ -171,7 +191,7 @@ class ConsumerRunner:
         failures = 0
         while not stop.is_set():
             try:
-                handled = self.run_once()
+                handled = self.run_once(suspect_events=failures >= SUSPECT_AFTER)
                 failures = 0
             except Exception as exc:  # the runner must outlive any backend failure
                 failures += 1

@@ -110,6 +110,12 @@ class SQLEventLog:
 
     def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
         with self._write(f"nak for {group}") as conn:
+            if conn.execute(select(events.c.seq).where(events.c.seq == event.seq)).first() is None:
+                # retention dropped it while it was in flight: keep it as a dead letter
+                self._bury(
+                    conn, group, event, f"retention dropped the event while it was retried; error: {error}"
+                )
+                return
             stmt = insert_for(conn, deliveries).values(
                 group_name=group,
                 seq=event.seq,
@@ -123,21 +129,24 @@ class SQLEventLog:
                     set_={k: stmt.excluded[k] for k in ("attempts", "due_us", "last_error")},
                 )
             )
-            self._advance(conn, group, event.seq, clear_failures=False)
+            self._advance(conn, group, [event], clear_failures=False)
 
     def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
         with self._write(f"dead letter for {group}") as conn:
-            conn.execute(
-                dead_letters.insert().values(
-                    group_name=group,
-                    seq=event.seq,
-                    attempts=event.attempt,
-                    reason=reason[:4000],
-                    dead_us=_now_us(),
-                    **event_row(event.event),
-                )
+            self._bury(conn, group, event, reason)
+
+    def _bury(self, conn: Connection, group: str, event: LoggedEvent, reason: str) -> None:
+        conn.execute(
+            dead_letters.insert().values(
+                group_name=group,
+                seq=event.seq,
+                attempts=event.attempt,
+                reason=reason[:4000],
+                dead_us=_now_us(),
+                **event_row(event.event),
             )
-            self._settle(conn, group, [event])
+        )
+        self._settle(conn, group, [event])
 
     def _settle(self, conn: Connection, group: str, settled: Sequence[LoggedEvent]) -> None:
         redelivered = [e.seq for e in settled if e.redelivered]
@@ -147,10 +156,22 @@ class SQLEventLog:
             if copies:  # a replayed dead letter is settled: its copy has served
                 conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(copies)))
             conn.execute(delete(deliveries).where(mine))
-        self._advance(conn, group, max(e.seq for e in settled), clear_failures=True)
+        self._advance(conn, group, settled, clear_failures=True)
 
     @staticmethod
-    def _advance(conn: Connection, group: str, seq: int, *, clear_failures: bool) -> None:
+    def _advance(
+        conn: Connection, group: str, settled: Sequence[LoggedEvent], *, clear_failures: bool
+    ) -> None:
+        """Move the position past the settled first deliveries; a redelivery may sit behind or
+        ahead of the position (a replayed dead letter) and must never move it."""
+        first_deliveries = [e.seq for e in settled if not e.redelivered]
+        if not first_deliveries:
+            if clear_failures:
+                conn.execute(
+                    update(consumer_groups).where(consumer_groups.c.group_name == group).values(failures=0)
+                )
+            return
+        seq = max(first_deliveries)
         stmt = insert_for(conn, consumer_groups).values(group_name=group, position=seq, updated_us=_now_us())
         greatest = func.max if conn.dialect.name == "sqlite" else func.greatest
         changes: dict[str, Any] = {
@@ -249,6 +270,7 @@ class SQLEventLog:
                 ).scalar_one_or_none()
                 position = _head(conn) if first is None else int(first) - 1
                 detail = f"since {since.isoformat()}"
+            before = self._position(conn, group)
             stmt = insert_for(conn, consumer_groups).values(
                 group_name=group, position=position, updated_us=_now_us()
             )
@@ -267,8 +289,16 @@ class SQLEventLog:
                 .where(dead_letters.c.group_name == group, dead_letters.c.replayed_us.is_not(None))
                 .values(replayed_us=None)
             )
-            conn.execute(delete(deliveries).where(deliveries.c.group_name == group))
-            _audit(conn, "reset-group", group, 1, actor, why, f"{detail}: position {position}")
+            dropped = conn.execute(delete(deliveries).where(deliveries.c.group_name == group)).rowcount or 0
+            _audit(
+                conn,
+                "reset-group",
+                group,
+                1,
+                actor,
+                why,
+                f"{detail}: position {before} -> {position}; {dropped} pending retries dropped",
+            )
         return position
 
     def list_dead_letters(
@@ -281,7 +311,14 @@ class SQLEventLog:
 
     def replay_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
         with self._write("dead-letter replay") as conn:
-            chosen = conn.execute(select(dead_letters).where(_matching(selection))).all()
+            matched = conn.execute(
+                select(dead_letters).where(_matching(selection)).order_by(dead_letters.c.id)
+            ).all()
+            newest = {(c.group_name, c.seq): c for c in matched}  # one event dead-lettered twice: once
+            chosen = list(newest.values())
+            stale = [c.id for c in matched if newest[(c.group_name, c.seq)].id != c.id]
+            if stale:
+                conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(stale)))
             if chosen:  # delivered from the copy: the log may have dropped the event since
                 stmt = insert_for(conn, deliveries)
                 insert_rows(
@@ -318,14 +355,16 @@ class SQLEventLog:
                 len(replayable),
                 actor,
                 why,
-                _describe(selection),
+                f"{_describe(selection)}: ids {','.join(str(c.id) for c in replayable) or 'none'}",
             )
         return len(replayable)
 
     def purge_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
         with self._write("dead-letter purge") as conn:
-            purged = conn.execute(delete(dead_letters).where(_matching(selection))).rowcount or 0
-            _audit(conn, "purge-dead-letters", selection.group, purged, actor, why, _describe(selection))
+            ids = list(conn.execute(select(dead_letters.c.id).where(_matching(selection))).scalars())
+            purged = conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(ids))).rowcount or 0
+            detail = f"{_describe(selection)}: ids {','.join(map(str, ids)) or 'none'}"
+            _audit(conn, "purge-dead-letters", selection.group, purged, actor, why, detail)
         return purged
 
     def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
@@ -442,7 +481,8 @@ def _matching(selection: DeadLetterSelection) -> Any:
     if selection.ids:
         conditions.append(dead_letters.c.id.in_(selection.ids))
     if selection.reason_contains:
-        conditions.append(dead_letters.c.reason.contains(selection.reason_contains, autoescape=True))
+        pattern = selection.reason_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(dead_letters.c.reason.ilike(f"%{pattern}%", escape="\\"))
     return and_(*conditions)
 
 

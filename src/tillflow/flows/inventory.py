@@ -9,6 +9,7 @@ original then moves nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 from tillflow.model import (
     InventoryMovement,
@@ -22,7 +23,7 @@ from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import InventoryLedger, InventoryPlan
 
-FLOW = "inventory"
+FLOW: Final = "inventory"
 
 
 def movements_for(tx: Transaction) -> list[InventoryMovement]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine, select
 
-from tillflow.errors import StorageError
+from tillflow.errors import PoisonEventError
 from tillflow.model import InventoryMovement, MovementReason, UnitOfMeasure
 from tillflow.ports import InventoryPlan
 from tillflow.storage.db import read_tx, write_tx
@@ -28,7 +28,7 @@ MILLI = Decimal(1000)
 def to_milli(quantity: Decimal) -> int:
     milli = quantity * MILLI
     if milli != milli.to_integral_value():
-        raise StorageError(f"quantity {quantity} has more than 3 decimals; positions are kept in thousandths")
+        raise PoisonEventError(f"quantity {quantity} has more than 3 decimals; stock is kept in thousandths")
     return int(milli)
 
 
