@@ -6,6 +6,8 @@ SQLite and PostgreSQL alike; money stays a decimal string.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -66,19 +68,27 @@ conflicts = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+
+def event_columns() -> list[Column[Any]]:
+    """The columns of a CloudEvent (fresh objects: a column belongs to one table)."""
+    return [
+        Column("source", String(200), nullable=False),
+        Column("event_id", String(200), nullable=False),
+        Column("type", String(100), nullable=False),
+        Column("time", String(40), nullable=False),
+        Column("subject", String(200), nullable=True),
+        Column("partitionkey", String(64), nullable=True),
+        Column("sequence", String(20), nullable=True),
+        Column("traceparent", String(55), nullable=True),
+        Column("data", LargeBinary, nullable=False),
+    ]
+
+
 events = Table(
     "events",
     metadata,
     Column("seq", Seq, primary_key=True, autoincrement=True),
-    Column("source", String(200), nullable=False),
-    Column("event_id", String(200), nullable=False),
-    Column("type", String(100), nullable=False),
-    Column("time", String(40), nullable=False),
-    Column("subject", String(200), nullable=True),
-    Column("partitionkey", String(64), nullable=True),
-    Column("sequence", String(20), nullable=True),
-    Column("traceparent", String(55), nullable=True),
-    Column("data", LargeBinary, nullable=False),
+    *event_columns(),
     Column("logged_us", BigInteger, nullable=False),
     UniqueConstraint("source", "event_id", name="uq_events_source_id"),
 )
@@ -168,15 +178,7 @@ dead_letters = Table(
     Column("id", Seq, primary_key=True, autoincrement=True),
     Column("group_name", String(100), nullable=False, index=True),
     Column("seq", BigInteger, nullable=False),
-    Column("source", String(200), nullable=False),
-    Column("event_id", String(200), nullable=False),
-    Column("type", String(100), nullable=False),
-    Column("time", String(40), nullable=False),
-    Column("subject", String(200), nullable=True),
-    Column("partitionkey", String(64), nullable=True),
-    Column("sequence", String(20), nullable=True),
-    Column("traceparent", String(55), nullable=True),
-    Column("data", LargeBinary, nullable=False),
+    *event_columns(),
     Column("attempts", Integer, nullable=False),
     Column("reason", Text, nullable=False),
     Column("dead_us", BigInteger, nullable=False),
