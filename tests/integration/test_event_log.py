@@ -289,13 +289,13 @@ class TestSQLiteEventLogFile:
 
 
 class TestFailureStreaks:
-    def test_a_failing_group_shows_its_streak_until_the_next_ack(self, engine: Engine) -> None:
-        log = SQLEventLog(engine)
+    def test_a_failing_group_shows_its_streak_until_the_next_ack(self, log: EventLog) -> None:
         log.append_events([cloud_event(1), cloud_event(2)])
         log.record_failure("inventory", "RuntimeError: ERP down")
         log.record_failure("inventory", "RuntimeError: still down")
         failing = log.read_groups()["inventory"]
         assert (failing.failures, failing.last_error, failing.lag) == (2, "RuntimeError: still down", 2)
+        assert failing.last_error_at is not None
         log.ack_events("inventory", log.fetch_batch("inventory", limit=10))
         recovered = log.read_groups()["inventory"]
         assert (recovered.failures, recovered.position, recovered.lag) == (0, 2, 0)

@@ -671,3 +671,18 @@ class TestRedeliveriesAndPositions:
         selection = DeadLetterSelection(group=G, reason_contains="no sku")
         assert log.purge_dead_letters(selection, actor=OPERATOR, why="lab till") == 1
         assert "ids" in log.list_audit()[0].detail
+
+
+class TestSequencesAfterTrim:
+    def test_an_event_appended_after_everything_was_trimmed_still_reaches_a_caught_up_group(
+        self, log: EventLog
+    ) -> None:
+        append(log, 1, 2, 3)
+        log.ack_events(G, fetch(log, G))
+        time.sleep(0.01)
+        assert log.trim_events(max_age=timedelta(0)) == 3
+
+        [seq] = log.append_events([cloud_event(4)])
+
+        assert seq is not None and seq > 3  # sequences are never reused
+        assert [e.event.id for e in fetch(log, G)] == ["evt-4"]

@@ -290,7 +290,7 @@ class SQLEventLog:
                 .values(replayed_us=None)
             )
             dropped = conn.execute(delete(deliveries).where(deliveries.c.group_name == group)).rowcount or 0
-            _audit(
+            write_audit(
                 conn,
                 "reset-group",
                 group,
@@ -348,14 +348,14 @@ class SQLEventLog:
                     .values(replayed_us=_now_us())
                 )
             replayable = chosen
-            _audit(
+            write_audit(
                 conn,
                 "replay-dead-letters",
                 selection.group,
                 len(replayable),
                 actor,
                 why,
-                f"{_describe(selection)}: ids {','.join(str(c.id) for c in replayable) or 'none'}",
+                f"{describe_selection(selection)}: ids {','.join(str(c.id) for c in replayable) or 'none'}",
             )
         return len(replayable)
 
@@ -363,8 +363,8 @@ class SQLEventLog:
         with self._write("dead-letter purge") as conn:
             ids = list(conn.execute(select(dead_letters.c.id).where(_matching(selection))).scalars())
             purged = conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(ids))).rowcount or 0
-            detail = f"{_describe(selection)}: ids {','.join(map(str, ids)) or 'none'}"
-            _audit(conn, "purge-dead-letters", selection.group, purged, actor, why, detail)
+            detail = f"{describe_selection(selection)}: ids {','.join(map(str, ids)) or 'none'}"
+            write_audit(conn, "purge-dead-letters", selection.group, purged, actor, why, detail)
         return purged
 
     def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
@@ -486,7 +486,7 @@ def _matching(selection: DeadLetterSelection) -> Any:
     return and_(*conditions)
 
 
-def _describe(selection: DeadLetterSelection) -> str:
+def describe_selection(selection: DeadLetterSelection) -> str:
     if selection.ids:
         return "ids " + ",".join(map(str, selection.ids))
     if selection.reason_contains:
@@ -494,7 +494,7 @@ def _describe(selection: DeadLetterSelection) -> str:
     return "all"
 
 
-def _audit(
+def write_audit(
     conn: Connection, action: str, group: str | None, count: int, actor: str, why: str, detail: str
 ) -> None:
     conn.execute(

@@ -91,6 +91,7 @@ events = Table(
     *event_columns(),
     Column("logged_us", BigInteger, nullable=False),
     UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+    sqlite_autoincrement=True,  # never reuse a sequence, even after retention emptied the table
 )
 
 consumer_groups = Table(
@@ -183,6 +184,7 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("dead_us", BigInteger, nullable=False),
     Column("replayed_us", BigInteger, nullable=True),  # being delivered again; gone once settled
+    sqlite_autoincrement=True,
 )
 
 # Who replayed, purged or reset what, when and why.

@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Column("logged_us", sa.BigInteger, nullable=False),
         sa.UniqueConstraint("source", "event_id", name="uq_events_source_id"),
+        sqlite_autoincrement=True,  # never reuse a sequence, even after retention emptied the table
     )
     op.create_table(
         "consumer_groups",

@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("dead_us", sa.BigInteger, nullable=False),
         sa.Column("replayed_us", sa.BigInteger, nullable=True),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_dead_letters_group_name", "dead_letters", ["group_name"])
     op.create_table(
