@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from tillflow.bus.jetstream import JetStreamEventLog
 from tillflow.bus.runner import ConsumerRunner, Handler, RetryPolicy
 from tillflow.bus.sql import SQLEventLog
 from tillflow.config import FlowName, TillflowConfig
 from tillflow.flows import inventory
 from tillflow.model import LoggedEvent
+from tillflow.ports import EventLog
 from tillflow.services import Services
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.inventory import SQLInventoryLedger
@@ -16,6 +18,8 @@ from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.stats import SQLStatsReader
 from tillflow.storage.transactions import SQLTransactionStore
+
+RELAY_GROUP = "relay.jetstream"
 
 
 def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
@@ -27,7 +31,22 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     engine = create_state_engine(url, sqlite_synchronous=hub.sqlite_synchronous)
     if migrate:
         upgrade_schema(engine)
-    event_log = SQLEventLog(engine)
+    sql_log = SQLEventLog(engine)
+    event_log: EventLog = sql_log
+    relays: list[Callable[[], ConsumerRunner]] = []
+    closers: list[Callable[[], None]] = [engine.dispose]
+    if config.bus.kind == "jetstream":
+        jetstream = JetStreamEventLog(
+            config.bus.servers, engine, stream=config.bus.stream, replicas=config.bus.replicas
+        )
+        event_log = jetstream
+        closers.insert(0, jetstream.close)
+
+        def publish(batch: Sequence[LoggedEvent]) -> list[int]:
+            return jetstream.publish_events([e.event for e in batch])
+
+        # the outbox relay: what the gateway committed to the state store goes on to JetStream
+        relays.append(lambda: ConsumerRunner(sql_log, RELAY_GROUP, publish, batch_size=1000))
     ledger = SQLInventoryLedger(engine)
 
     def apply_inventory(batch: Sequence[LoggedEvent]) -> int:
@@ -44,7 +63,11 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
 
     def consumers() -> list[ConsumerRunner]:
-        return [consumer(inventory.FLOW, apply_inventory)]
+        return [*(relay() for relay in relays), consumer(inventory.FLOW, apply_inventory)]
+
+    def close() -> None:
+        for closer in closers:
+            closer()
 
     return Services(
         config=config,
@@ -55,5 +78,5 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         stats=SQLStatsReader(engine),
         consumer_groups=(inventory.FLOW,),
         make_consumers=consumers,
-        close=engine.dispose,
+        close=close,
     )

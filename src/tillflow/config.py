@@ -54,10 +54,23 @@ class FlowSettings(BaseModel):
     ordered: bool = True  # keep a store's events in till order when one fails
 
 
+class BusSettings(BaseModel):
+    """Where events flow: the embedded SQL log, or NATS JetStream (fed from the state store's
+    outbox by a relay, so an accepted transaction is never missing from the log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sqlite", "jetstream"] = "sqlite"
+    servers: list[str] = ["nats://127.0.0.1:4222"]
+    stream: str = Field(default="TILLFLOW", pattern=r"^[A-Za-z0-9_-]+$")
+    replicas: int = Field(default=1, ge=1, le=5)
+
+
 class TillflowConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TILLFLOW_", env_nested_delimiter="__", extra="forbid")
 
     hub: HubSettings = HubSettings()
+    bus: BusSettings = BusSettings()
     stores: list[Store] = []
     flows: dict[FlowName, FlowSettings] = {}
 

@@ -215,6 +215,11 @@ class JetStreamEventLog:
             raise EventLogError(f"append failed: {exc}") from exc
         return [None if seq is None else next(seqs) for seq in logged]
 
+    def publish_events(self, events_: Sequence[CloudEvent]) -> list[int]:
+        """Publish events the state store has already logged (the outbox relay): JetStream's
+        Nats-Msg-Id drops what a crashed relay publishes twice; returns stream sequences."""
+        return self._run(self._publish(list(events_))) if events_ else []
+
     async def _publish(self, fresh: list[CloudEvent]) -> list[int]:
         assert self._js is not None
         futures = [
