@@ -126,6 +126,9 @@ def demo(
     keep_running: Annotated[bool, typer.Option("--keep-running", help="leave the hub up afterwards")] = False,
     seed: Annotated[int, typer.Option(help="traffic generator seed")] = 7,
     json_out: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    bus: Annotated[
+        str, typer.Option(help="sqlite (embedded) or jetstream (starts a local nats-server)")
+    ] = "sqlite",
 ) -> None:
     """Start a hub, drive POS traffic from N stores through it, and print what happened."""
     from tillflow.demo import DemoSettings, run_demo
@@ -139,7 +142,11 @@ def demo(
         keep_running=keep_running,
         seed=seed,
         json_out=json_out,
+        bus="jetstream" if bus == "jetstream" else "sqlite",
     )
+    if bus not in ("sqlite", "jetstream"):
+        console.print(f"[red]--bus is sqlite or jetstream, not {bus}[/red]")
+        raise typer.Exit(2)
     sys.exit(run_demo(settings))
 
 

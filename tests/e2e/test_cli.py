@@ -43,6 +43,16 @@ class TestDemo:
         assert [h["hop"] for h in summary["sample_trace"]["hops"]][:2] == ["received", "logged"]
         assert summary["latency_ms"]["p99"] >= summary["latency_ms"]["p50"] > 0
 
+    def test_the_demo_runs_on_jetstream_too(self, tmp_path: Path) -> None:
+        done = run(
+            "demo", "--stores", "2", "--transactions", "300", "--batch", "50", "--bus", "jetstream",
+            "--json", "--data-dir", str(tmp_path),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        summary = json.loads(done.stdout)
+        assert summary["consistent"] is True and summary["inventory_lag"] == 0
+        assert "bus: jetstream" in done.stderr
+
 
 class TestKeys:
     def test_a_store_key_is_printed_once_and_only_its_hash_is_kept(self, tmp_path: Path) -> None:

@@ -72,4 +72,6 @@ async def flows(request: Request, _: Principal = Depends(require_admin)) -> Resp
 
 @router.get("/v1/stats", summary="Counts, consumer lag and end-to-end latency")
 async def stats(request: Request, _: Principal = Depends(require_admin)) -> Response:
-    return json_response(await run_in_threadpool(request.app.state.services.stats.read_stats))
+    figures = await run_in_threadpool(request.app.state.services.stats.read_stats)
+    figures["consumer_groups"] = (await run_in_threadpool(_flows, request))["consumer_groups"]  # from the bus
+    return json_response(figures)
