@@ -9,6 +9,7 @@ ratios hold. Results also go to bench/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import http.client
 import os
@@ -16,21 +17,25 @@ import platform
 import queue
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 import orjson
 import psutil
 from rich.console import Console
 from rich.table import Table
 
+from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
-from tillflow.demo import HubProcess, prepare
+from tillflow.demo import HubProcess, local_nats, prepare
 from tillflow.hub.runtime import tune_gc
 from tillflow.model import Transaction
 from tillflow.sim.pos import PosTrafficGenerator
@@ -74,6 +79,26 @@ def baseline(work: list[tuple[str, list[dict[str, Any]]]], directory: Path) -> f
     elapsed = time.perf_counter() - started
     conn.close()
     return n / elapsed
+
+
+def raw_publish_baseline(url: str, work: list[tuple[str, list[dict[str, Any]]]]) -> float:
+    """Transactions/s for raw nats-py acknowledged publishes of the same payloads, batch by batch."""
+
+    async def run() -> float:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(name="BASELINE", subjects=["baseline.>"])
+        bodies = [[orjson.dumps(r) for r in records] for _, records in work]
+        started = time.perf_counter()
+        for batch in bodies:
+            pending = [await js.publish_async("baseline.tx", body) for body in batch]
+            await asyncio.gather(*pending)
+        elapsed = time.perf_counter() - started
+        await js.delete_stream("BASELINE")
+        await nc.close()
+        return sum(len(b) for b in bodies) / elapsed
+
+    return asyncio.run(run())
 
 
 class RssSampler(threading.Thread):
@@ -148,7 +173,10 @@ def wait_inventory(url: str, admin: str, target: int, timeout: float = 600) -> N
         while time.monotonic() < deadline:
             flows = client.get("/v1/flows").json()
             if flows["head"] >= target and flows["consumer_groups"]["inventory"]["lag"] == 0:
-                return
+                # everything delivered; on JetStream delivery precedes applying: count applied
+                stats = client.get("/v1/stats").json()
+                if stats["latency_ms"]["received_to_inventory"]["count"] >= target:
+                    return
             time.sleep(0.02)
     raise RuntimeError("inventory did not catch up in time")
 
@@ -161,18 +189,26 @@ def main() -> None:
     parser.add_argument("--stores", type=int, default=20)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--bus", choices=("sqlite", "jetstream"), default="sqlite")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
 
     console.print(f"generating {args.transactions} transactions of {args.lines} lines...")
     work = payloads(args.stores, args.transactions, args.batch, args.lines, args.seed)
     n = sum(len(r) for _, r in work)
     directory = Path(tempfile.mkdtemp(prefix="tillflow-bench-"))
-    try:
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, directory, ignore_errors=True)  # runs last, after the servers stop
         console.print("baseline: validation + batched SQLite append, in-process...")
         base_tps = baseline(work, directory)
+        bus, js_tps = None, None
+        if args.bus == "jetstream":
+            nats_url = stack.enter_context(local_nats(directory / "nats"))
+            console.print("baseline: raw nats-py acknowledged publishes of the same payloads...")
+            js_tps = raw_publish_baseline(nats_url, work)
+            bus = BusSettings(kind="jetstream", servers=[nats_url])
 
-        config_path, config, keys, admin = prepare(_Settings(stores=args.stores), directory / "hub")
+        config_path, config, keys, admin = prepare(_Settings(stores=args.stores), directory / "hub", bus)
         url = f"http://{config.hub.host}:{config.hub.port}"
         hub = HubProcess(config_path, directory / "hub.log", url)
         try:
@@ -193,8 +229,6 @@ def main() -> None:
             peak_rss = max(sampler.peak, sampler.current())
         finally:
             hub.stop()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
     if accepted != n:
         raise SystemExit(f"expected {n} accepted, the hub accepted {accepted}")
 
@@ -210,7 +244,7 @@ def main() -> None:
             "ratio": round(ingest_tps / base_tps, 3),
         },
         {
-            "name": "end-to-end to inventory",
+            "name": f"end-to-end to inventory ({args.bus})",
             "value": round(e2e_tps),
             "unit": "transactions/s",
             "baseline": round(base_tps),
@@ -224,6 +258,17 @@ def main() -> None:
             "ratio": round(peak_rss / idle_rss, 3),
         },
     ]
+    if js_tps is not None:
+        results.insert(
+            2,
+            {
+                "name": "end-to-end vs raw JetStream publish",
+                "value": round(e2e_tps),
+                "unit": "transactions/s",
+                "baseline": round(js_tps),
+                "ratio": round(e2e_tps / js_tps, 3),
+            },
+        )
     table = Table(
         title=f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each"
     )
@@ -236,7 +281,8 @@ def main() -> None:
     console.print(table)
     console.print(
         "baseline: pydantic validation + batched SQLite append of the same payloads, in-process, no HTTP"
-        " (for memory: the hub's resident memory when idle)"
+        " (for memory: the hub's resident memory when idle"
+        + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads)" if js_tps else ")")
     )
     RESULTS.mkdir(exist_ok=True)
     machine = {
@@ -246,7 +292,7 @@ def main() -> None:
         "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (RESULTS / "latest.json").write_bytes(
+    (RESULTS / ("latest.json" if args.bus == "sqlite" else f"latest-{args.bus}.json")).write_bytes(
         orjson.dumps({"benchmarks": results, "machine": machine}, option=orjson.OPT_INDENT_2)
     )
 
