@@ -45,8 +45,11 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         def publish(batch: Sequence[LoggedEvent]) -> list[int]:
             return jetstream.publish_events([e.event for e in batch])
 
-        # the outbox relay: what the gateway committed to the state store goes on to JetStream
-        relays.append(lambda: ConsumerRunner(sql_log, RELAY_GROUP, publish, batch_size=1000))
+        # the outbox relay: what the gateway committed to the state store goes on to JetStream;
+        # while the broker is away it waits (never dead-letters), and resumes where it stopped
+        relays.append(
+            lambda: ConsumerRunner(sql_log, RELAY_GROUP, publish, batch_size=1000, suspect_after=None)
+        )
     ledger = SQLInventoryLedger(engine)
 
     def apply_inventory(batch: Sequence[LoggedEvent]) -> int:

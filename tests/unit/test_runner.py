@@ -170,3 +170,21 @@ class TestOutages:
         assert log.position == 5 and calls[:2] == [5, 5]
         assert log.failures == ["StorageError: state store restarting"]
         assert r.stats.failures == 1
+
+
+class TestRelays:
+    def test_a_consumer_whose_failures_are_all_outages_never_suspects_its_events(self) -> None:
+        log = ListLog(["S1"])
+        calls: list[int] = []
+        stop = threading.Event()
+
+        def broker_down(batch: Sequence[LoggedEvent]) -> None:
+            calls.append(len(batch))
+            if len(calls) >= 8:
+                stop.set()
+            raise StorageError("broker unreachable")
+
+        r = ConsumerRunner(log, "relay", broker_down, max_backoff=0.001, suspect_after=None)
+        r.start(stop).join(timeout=30)
+        assert len(calls) >= 8
+        assert (log.naks, log.dead, log.position) == ([], [], 0)  # waited: nothing counted or set aside

@@ -95,8 +95,12 @@ class ConsumerRunner:
         batch_size: int = 500,
         idle_wait: float = 0.02,
         max_backoff: float = 5.0,
+        suspect_after: int | None = SUSPECT_AFTER,
         seed: int | None = None,
     ) -> None:
+        """`suspect_after`: consecutive outage failures of one batch before its events are tried
+        one by one and counted; None for a consumer whose every failure is an outage (a relay
+        to a broker), which must wait for the outage to end instead."""
         self.log = log_
         self.group = group
         self.handler = handler
@@ -105,6 +109,7 @@ class ConsumerRunner:
         self.batch_size = batch_size
         self.idle_wait = idle_wait
         self.max_backoff = max_backoff
+        self.suspect_after = suspect_after
         self.rng = random.Random(seed)
         self.wake = threading.Event()
         self.stats = RunnerStats()
@@ -191,7 +196,8 @@ class ConsumerRunner:
         failures = 0
         while not stop.is_set():
             try:
-                handled = self.run_once(suspect_events=failures >= SUSPECT_AFTER)
+                suspect = self.suspect_after is not None and failures >= self.suspect_after
+                handled = self.run_once(suspect_events=suspect)
                 failures = 0
             except Exception as exc:  # the runner must outlive any backend failure
                 failures += 1
