@@ -513,7 +513,7 @@ class JetStreamEventLog:
             return chosen
 
         chosen = self._run(replay())
-        detail = f"{describe_selection(selection)}: ids {','.join(str(d.id) for d in chosen) or 'none'}"
+        detail = describe_selection(selection, [d.id for d in chosen])
         self._audit("replay-dead-letters", selection.group, len(chosen), actor, why, detail)
         return len(chosen)
 
@@ -525,7 +525,7 @@ class JetStreamEventLog:
             return chosen
 
         chosen = self._run(purge())
-        detail = f"{describe_selection(selection)}: ids {','.join(str(d.id) for d in chosen) or 'none'}"
+        detail = describe_selection(selection, [d.id for d in chosen])
         self._audit("purge-dead-letters", selection.group, len(chosen), actor, why, detail)
         return len(chosen)
 

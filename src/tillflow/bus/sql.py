@@ -355,7 +355,7 @@ class SQLEventLog:
                 len(replayable),
                 actor,
                 why,
-                f"{describe_selection(selection)}: ids {','.join(str(c.id) for c in replayable) or 'none'}",
+                describe_selection(selection, [c.id for c in replayable]),
             )
         return len(replayable)
 
@@ -363,7 +363,7 @@ class SQLEventLog:
         with self._write("dead-letter purge") as conn:
             ids = list(conn.execute(select(dead_letters.c.id).where(_matching(selection))).scalars())
             purged = conn.execute(delete(dead_letters).where(dead_letters.c.id.in_(ids))).rowcount or 0
-            detail = f"{describe_selection(selection)}: ids {','.join(map(str, ids)) or 'none'}"
+            detail = describe_selection(selection, ids)
             write_audit(conn, "purge-dead-letters", selection.group, purged, actor, why, detail)
         return purged
 
@@ -486,12 +486,15 @@ def _matching(selection: DeadLetterSelection) -> Any:
     return and_(*conditions)
 
 
-def describe_selection(selection: DeadLetterSelection) -> str:
+def describe_selection(selection: DeadLetterSelection, affected: Sequence[int]) -> str:
+    """An audit line: what the operator asked for, and the dead-letter ids it applied to."""
     if selection.ids:
-        return "ids " + ",".join(map(str, selection.ids))
-    if selection.reason_contains:
-        return f"reason contains {selection.reason_contains!r}"
-    return "all"
+        asked = "ids " + ",".join(map(str, selection.ids))
+    elif selection.reason_contains:
+        asked = f"reason contains {selection.reason_contains!r}"
+    else:
+        asked = "all"
+    return f"{asked}: ids {','.join(map(str, affected)) or 'none'}"
 
 
 def write_audit(
