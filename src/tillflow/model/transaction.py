@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from functools import cached_property
 from typing import Annotated, Self
 
 from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, model_validator
@@ -197,7 +196,7 @@ class Transaction(Canonical):
     totals: Totals
     voided: TransactionRef | None = None  # for kind=void: the transaction it cancels
 
-    @cached_property
+    @property  # not cached: cheap, and a cached_property takes a class-wide lock on Python 3.11
     def transaction_id(self) -> str:
         return transaction_id(self.store_id, self.register_id, self.business_day, self.sequence)
 
