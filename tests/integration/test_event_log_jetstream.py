@@ -24,10 +24,12 @@ from sqlalchemy import Engine
 from tests.builders import cloud_event
 from tests.integration import test_event_log as log_stories
 from tests.integration import test_event_log_delivery as delivery_stories
+from tests.integration.test_event_log_delivery import OPERATOR, G, append, fetch
 from tests.nats_server import NatsServer, nats_server
 from tests.servers import free_port
 from tillflow.bus.jetstream import JetStreamEventLog
 from tillflow.errors import EventLogError
+from tillflow.ports import DeadLetterSelection, EventLog
 from tillflow.storage.db import create_state_engine, sqlite_url
 from tillflow.storage.migrate import upgrade_schema
 
@@ -138,16 +140,30 @@ class TestReadGroupsOnJetStream(delivery_stories.TestReadGroups):
     pass
 
 
-class TestReasonFilterOnJetStream:
-    test_the_reason_filter_ignores_case_on_every_backend = (
-        delivery_stories.TestRedeliveriesAndPositions.test_the_reason_filter_ignores_case_on_every_backend
-    )
+class TestRetentionLosesNothingOnJetStream(delivery_stories.TestRetentionLosesNothing):
+    pass
 
 
-# Not yet on JetStream, so not claimed here (the SQL log passes them): a retry pending when
-# retention trims its event becomes a dead letter (TestRetentionLosesNothing); a nak after
-# retention dropped the event in flight; a replayed dead letter ahead of the position leaving
-# the position where it was (TestRedeliveriesAndPositions, the first two stories).
+class TestRedeliveriesAndPositionsOnJetStream(delivery_stories.TestRedeliveriesAndPositions):
+    def test_a_replayed_dead_letter_ahead_of_the_position_does_not_move_it(self, log: EventLog) -> None:
+        """JetStream delivers a replay in stream order (after the events logged before it),
+        not first as the SQL log does; what matters holds: handling it does not move the
+        position past events not yet handled again."""
+        append(log, 1, 2, 3)
+        one, two, three = fetch(log, G)
+        log.ack_events(G, [one, two])
+        log.dead_letter(G, three, reason="PoisonEventError: bad")
+        log.reset_group(G, from_seq=1, actor=OPERATOR, why="re-run after a fix")
+        log.replay_dead_letters(DeadLetterSelection(group=G), actor=OPERATOR, why="fixed")
+
+        batch = fetch(log, G)
+        assert [(e.seq, e.redelivered) for e in batch] == [(1, False), (2, False), (3, False), (3, True)]
+        log.ack_events(G, [batch[0], batch[3]])
+
+        assert log.read_position(G) == 1  # not 3, nor the replay's place: seq 2 is not handled again yet
+        log.nak_event(G, batch[1], delay=0, error="RuntimeError: again")
+        log.nak_event(G, batch[2], delay=0, error="RuntimeError: again")
+        assert [e.seq for e in fetch(log, G)] == [2, 3]
 
 
 class TestSequencesAfterTrimOnJetStream(delivery_stories.TestSequencesAfterTrim):

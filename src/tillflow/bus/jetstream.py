@@ -12,7 +12,10 @@ A consumer group is a durable pull consumer with explicit acks and unlimited del
 runner decides when to dead-letter). JetStream has no dead-letter queue: a second stream,
 `<stream>_DLQ`, keeps each dead letter whole (payload, headers, group, attempts, reason,
 original seq); a replay republishes it on `tillflow.replay.<group>`, which only that group's
-consumer reads. Operator actions and failure streaks live in the state store, as with the SQL log.
+consumer reads. Operator actions and failure streaks live in the state store, as with the SQL log,
+and so does each retry a group scheduled (nak'ed) until it is settled: retention that would drop
+its message turns it into a dead letter first, and a group's position counts it as handed over,
+as the SQL log does. A position is otherwise the consumer's ack floor, never mere delivery.
 
 nats-py is asyncio; this class is a synchronous facade over a private event loop running in a
 daemon thread. Every port method runs one coroutine there and waits for it. One instance may be
@@ -40,7 +43,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Row, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tillflow.bus.sql import SQLEventLog, describe_selection, write_audit
@@ -49,8 +52,8 @@ from tillflow.model import CloudEvent, LoggedEvent
 from tillflow.ports import AuditEntry, DeadLetter, DeadLetterSelection, GroupState
 from tillflow.storage.db import read_tx, write_tx
 from tillflow.storage.outbox import append_in
-from tillflow.storage.sql import from_us, to_us
-from tillflow.storage.tables import consumer_groups, events
+from tillflow.storage.sql import from_us, insert_for, to_us
+from tillflow.storage.tables import consumer_groups, events, stream_retries
 
 T = TypeVar("T")
 
@@ -97,7 +100,7 @@ class JetStreamEventLog:
         self._sql = SQLEventLog(engine)  # failure streaks and the audit trail, as the SQL log keeps them
         self._ack_wait = ack_wait
         self._timeout = request_timeout
-        self._held: dict[tuple[str, int], list[Msg]] = {}  # fetched, not yet settled (loop thread only)
+        self._held: dict[tuple[str, int, bool], list[Msg]] = {}  # fetched, not yet settled (loop thread only)
         self._consumers: set[str] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -259,7 +262,7 @@ class JetStreamEventLog:
 
     async def _fetch(self, group: str, limit: int) -> list[LoggedEvent]:
         await self._ensure_consumer(group)
-        unsettled = [m for (g, _), msgs in self._held.items() if g == group for m in msgs]
+        unsettled = [m for (g, _, _), msgs in self._held.items() if g == group for m in msgs]
         if unsettled:  # fetched before and never settled: hand them back first
             self._held = {k: v for k, v in self._held.items() if k[0] != group}
             await self._settle(unsettled, b"-NAK")
@@ -286,7 +289,7 @@ class JetStreamEventLog:
                         self._consumers.discard(group)
                     break
                 logged = _logged(msg)
-                self._held.setdefault((group, logged.seq), []).append(msg)
+                self._held.setdefault((group, logged.seq, logged.replayed), []).append(msg)
                 batch.append(logged)
         finally:
             await sub.unsubscribe()
@@ -329,42 +332,122 @@ class JetStreamEventLog:
         await self._nc.request(msgs[-1].reply, verdict, timeout=self._timeout)
 
     def _take(self, group: str, settled: Sequence[LoggedEvent]) -> list[Msg]:
-        return [m for e in settled for m in self._held.pop((group, e.seq), [])]
+        return [m for e in settled for m in self._held.pop((group, e.seq, e.replayed), [])]
 
     def ack_events(self, group: str, events_: Sequence[LoggedEvent]) -> None:
         if not events_:
             return
+        retried = self._stream_seqs(group, [e for e in events_ if e.redelivered])
 
         async def ack() -> None:
             await self._settle(self._take(group, events_), b"+ACK")
 
         self._run(ack())
+        self._forget_retries(group, retried)
         self._clear_failures(group)
+
+    def _stream_seqs(self, group: str, fetched: Sequence[LoggedEvent]) -> list[int]:
+        """Where the messages of fetched events sit in the stream (a replay's differs from its seq)."""
+        return [
+            int(m.metadata.sequence.stream)
+            for e in fetched
+            for m in self._held.get((group, e.seq, e.replayed), [])
+        ]
 
     def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
         verdict = b"-NAK" if delay <= 0 else b"-NAK " + orjson.dumps({"delay": int(delay * _NS)})
+        seqs = self._stream_seqs(group, [event])
 
-        async def nak() -> None:
-            await self._settle(self._take(group, [event]), verdict)
+        async def nak() -> bool:
+            msgs = self._take(group, [event])
+            if seqs and not any([await self._stream_message(seq) for seq in seqs]):
+                # retention dropped it while it was in flight: keep it as a dead letter
+                reason = f"retention dropped the event while it was retried; error: {error}"
+                await self._publish_dead_letter(group, event, event.attempt, reason)
+                await self._settle(msgs, b"+TERM")
+                return False
+            await self._settle(msgs, verdict)
+            return True
 
-        self._run(nak())
+        if self._run(nak()):
+            self._remember_retries(group, seqs, event.attempt, error)
+        else:
+            self._forget_retries(group, seqs)
 
     def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
+        seqs = self._stream_seqs(group, [event])
+
+        async def dead() -> None:
+            await self._publish_dead_letter(group, event, event.attempt, reason)
+            await self._settle(self._take(group, [event]), b"+TERM")
+
+        self._run(dead())
+        self._forget_retries(group, seqs)
+        self._clear_failures(group)
+
+    async def _publish_dead_letter(self, group: str, event: LoggedEvent, attempts: int, reason: str) -> None:
+        assert self._js is not None
         headers = _headers(event.event) | {
             "tf-group": group,
-            "tf-attempts": str(event.attempt),
+            "tf-attempts": str(attempts),
             "tf-reason": _encode(reason[:4000]),
             "tf-original-seq": str(event.seq),
             "tf-dead-at": str(_now_us()),
         }
+        await self._js.publish(f"{DLQ}.{group}", event.event.data, headers=headers)
 
-        async def dead() -> None:
-            assert self._js is not None
-            await self._js.publish(f"{DLQ}.{group}", event.event.data, headers=headers)
-            await self._settle(self._take(group, [event]), b"+TERM")
+    async def _stream_message(self, seq: int) -> dict[str, Any] | None:
+        """The stored message at `seq` of the event stream, None when retention dropped it."""
+        try:
+            body = await self._api("reading a message", f"STREAM.MSG.GET.{self.stream}", {"seq": seq})
+        except JetStreamApiError as exc:
+            if exc.code == 404:
+                return None
+            raise
+        message: dict[str, Any] = body["message"]
+        return message
 
-        self._run(dead())
-        self._clear_failures(group)
+    # -- retries retention must not drop unseen ------------------------------------------------------
+
+    def _remember_retries(self, group: str, seqs: Sequence[int], attempts: int, error: str) -> None:
+        try:
+            with write_tx(self.engine) as conn:
+                for seq in seqs:
+                    stmt = insert_for(conn, stream_retries).values(
+                        stream=self.stream,
+                        group_name=group,
+                        stream_seq=seq,
+                        attempts=attempts,
+                        last_error=error[:2000],
+                    )
+                    conn.execute(
+                        stmt.on_conflict_do_update(
+                            index_elements=[
+                                stream_retries.c.stream,
+                                stream_retries.c.group_name,
+                                stream_retries.c.stream_seq,
+                            ],
+                            set_={k: stmt.excluded[k] for k in ("attempts", "last_error")},
+                        )
+                    )
+        except StorageError as exc:
+            raise EventLogError(f"recording a retry of {group} failed: {exc}") from exc
+
+    def _forget_retries(self, group: str | None, seqs: Sequence[int] | None = None) -> None:
+        """Drop retry records: of `seqs` in `group`, of the whole group (seqs None), or of the
+        stream's messages the list names (group None)."""
+        if seqs is not None and not seqs:
+            return
+        where = [stream_retries.c.stream == self.stream]
+        if group is not None:
+            where.append(stream_retries.c.group_name == group)
+        if seqs is not None:
+            where.append(stream_retries.c.stream_seq.in_(sorted(set(seqs))))
+        try:
+            with write_tx(self.engine) as conn:
+                conn.execute(stream_retries.delete().where(*where))
+        except StorageError as exc:
+            raise EventLogError(f"clearing retries failed: {exc}") from exc
 
     def record_failure(self, group: str, error: str) -> None:
         self._sql.record_failure(group, error)
@@ -390,16 +473,16 @@ class JetStreamEventLog:
     def read_position(self, group: str) -> int:
         _check_group(group)
 
-        async def position() -> int:
+        async def consumer() -> dict[str, Any] | None:
             try:
-                info = await self._api("reading a consumer", f"CONSUMER.INFO.{self.stream}.{group}")
+                return await self._api("reading a consumer", f"CONSUMER.INFO.{self.stream}.{group}")
             except JetStreamApiError as exc:
                 if exc.code == 404:
-                    return 0
+                    return None
                 raise
-            return int(info["delivered"]["stream_seq"])
 
-        return self._run(position())
+        info = self._run(consumer())
+        return _position(info, self._retry_counts().get(group, 0)) if info else 0
 
     def read_head(self) -> int:
         return int(self._run(self._stream_state(self.stream))["last_seq"])
@@ -412,6 +495,7 @@ class JetStreamEventLog:
 
     def read_groups(self) -> dict[str, GroupState]:
         consumers, dead, head = self._run(self._read_groups())
+        retrying = self._retry_counts()
         try:
             with read_tx(self.engine) as conn:
                 rows = {r.group_name: r for r in conn.execute(select(consumer_groups))}
@@ -422,8 +506,8 @@ class JetStreamEventLog:
             info, row = consumers.get(name), rows.get(name)
             count, oldest = dead.get(name, (0, None))
             out[name] = GroupState(
-                position=int(info["delivered"]["stream_seq"]) if info else 0,
-                lag=int(info["num_pending"]) if info else head,  # no consumer yet: everything
+                position=_position(info, retrying.get(name, 0)) if info else 0,
+                lag=_lag(info, retrying.get(name, 0)) if info else head,
                 pending=int(info["num_ack_pending"]) if info else 0,
                 dead_letters=count,
                 oldest_dead_letter_at=oldest,
@@ -566,9 +650,10 @@ class JetStreamEventLog:
             self._held = {k: v for k, v in self._held.items() if k[0] != group}
             info = await self._create_consumer(group, start)
             self._consumers.add(group)
-            return int(info["delivered"]["stream_seq"])
+            return _position(info, 0)
 
         position = self._run(reset())
+        self._forget_retries(group)
         self._clear_failures(group)
         self._audit("reset-group", group, 1, actor, why, f"{detail}: position {position}")
         return position
@@ -586,7 +671,26 @@ class JetStreamEventLog:
     def trim_events(self, *, max_age: timedelta | None = None, max_events: int | None = None) -> int:
         cutoff = datetime.now(UTC) - max_age if max_age is not None else None
 
-        async def trim() -> int:
+        retries = self._retries()
+
+        async def trim() -> tuple[int, list[int]]:
+            kept = [(r, await self._stream_message(r.stream_seq)) for r in retries]
+            purged = await purge()
+            buried = []
+            for retry, message in kept:
+                if message is not None and await self._stream_message(retry.stream_seq) is None:
+                    # a retry pending when retention dropped its event: keep it as a dead letter
+                    reason = (
+                        "retention dropped the event while a retry was pending;"
+                        f" last error: {retry.last_error}"
+                    )
+                    await self._publish_dead_letter(
+                        retry.group_name, _stored(message), retry.attempts, reason
+                    )
+                    buried.append(retry.stream_seq)
+            return purged, buried
+
+        async def purge() -> int:
             purged = 0
             if max_events is not None:  # count events, not replays
                 request: dict[str, Any] = {"filter": f"{EVENTS}.>"}
@@ -600,7 +704,8 @@ class JetStreamEventLog:
                 purged += int(body.get("purged", 0))
             return purged
 
-        dropped = self._run(trim())
+        dropped, buried = self._run(trim())
+        self._forget_retries(None, buried)
         self._forget_trimmed(cutoff, max_events)
         return dropped
 
@@ -625,6 +730,28 @@ class JetStreamEventLog:
         )
         await self._api("finding where to trim", f"CONSUMER.DELETE.{self.stream}.{name}")
         return int(info["delivered"]["stream_seq"]) + 1
+
+    def _retry_counts(self) -> dict[str, int]:
+        """How many retries each group has scheduled and not yet settled."""
+        try:
+            with read_tx(self.engine) as conn:
+                rows = conn.execute(
+                    select(stream_retries.c.group_name, func.count())
+                    .where(stream_retries.c.stream == self.stream)
+                    .group_by(stream_retries.c.group_name)
+                ).all()
+        except StorageError as exc:
+            raise EventLogError(f"reading pending retries failed: {exc}") from exc
+        return {group: int(count) for group, count in rows}
+
+    def _retries(self) -> list[Row[Any]]:
+        try:
+            with read_tx(self.engine) as conn:
+                return list(
+                    conn.execute(select(stream_retries).where(stream_retries.c.stream == self.stream))
+                )
+        except StorageError as exc:
+            raise EventLogError(f"reading pending retries failed: {exc}") from exc
 
     def _forget_trimmed(self, cutoff: datetime | None, max_events: int | None) -> None:
         """Drop the dedupe records of events retention dropped (as the SQL log forgets them)."""
@@ -696,6 +823,22 @@ class _Publisher:
         return acks
 
 
+def _position(info: dict[str, Any], retrying: int) -> int:
+    """A group's position, as the SQL log counts it: how far it was delivered when everything
+    delivered and not acked is a retry the group scheduled (nak'ed, tracked until settled);
+    otherwise the ack floor, so an event fetched and not yet handled is not counted as done."""
+    if int(info["num_ack_pending"]) <= retrying:
+        return int(info["delivered"]["stream_seq"])
+    return int(info["ack_floor"]["stream_seq"])
+
+
+def _lag(info: dict[str, Any], retrying: int) -> int:
+    """Events not yet handled, counted like the position: never delivered, plus (when the
+    position is the ack floor) delivered and not settled."""
+    unsettled = int(info["num_ack_pending"])
+    return int(info["num_pending"]) + (unsettled if unsettled > retrying else 0)
+
+
 def _check_group(group: str) -> None:
     if not _GROUP.match(group):
         raise EventLogError(f"consumer group name {group!r} must be 1-100 of A-Z a-z 0-9 _ -")
@@ -749,8 +892,19 @@ def _logged(msg: Msg) -> LoggedEvent:
     replayed = msg.subject.startswith(f"{REPLAY}.")
     seq = int(headers["tf-original-seq"]) if replayed else int(meta.sequence.stream)
     return LoggedEvent(
-        seq=seq, attempt=attempt, redelivered=replayed or attempt > 1, event=_event(headers, msg.data)
+        seq=seq,
+        attempt=attempt,
+        redelivered=replayed or attempt > 1,
+        replayed=replayed,
+        event=_event(headers, msg.data),
     )
+
+
+def _stored(message: dict[str, Any]) -> LoggedEvent:
+    """The event of a message read back from the event stream (STREAM.MSG.GET)."""
+    headers = _parse_headers(base64.b64decode(message.get("hdrs") or b""))
+    event = _event(headers, base64.b64decode(message.get("data") or b""))
+    return LoggedEvent(seq=int(headers.get("tf-original-seq", message["seq"])), event=event)
 
 
 def _dead_letter(message: dict[str, Any]) -> DeadLetter:

@@ -87,7 +87,10 @@ class SQLEventLog:
             ).all()
             due = sorted(
                 [(r.seq, _logged(r, attempt=r.attempts + 1, redelivered=True)) for r in from_log]
-                + [(r.seq, _logged(r, attempt=r.delivered + 1, redelivered=True)) for r in from_copies],
+                + [
+                    (r.seq, _logged(r, attempt=r.delivered + 1, redelivered=True, replayed=True))
+                    for r in from_copies
+                ],
                 key=lambda pair: pair[0],
             )
             batch = [logged for _, logged in due[:limit]]
@@ -444,11 +447,12 @@ def _head(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one())
 
 
-def _logged(row: Any, attempt: int = 1, redelivered: bool = False) -> LoggedEvent:
+def _logged(row: Any, attempt: int = 1, redelivered: bool = False, replayed: bool = False) -> LoggedEvent:
     return LoggedEvent(
         seq=row.seq,
         attempt=attempt,
         redelivered=redelivered,
+        replayed=replayed,
         event=CloudEvent(
             id=row.event_id,
             source=row.source,

@@ -38,13 +38,15 @@ class CloudEvent:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoggedEvent:
     """An event as read back from the log, with the position the log gave it, which delivery
-    to this consumer group this is (1 for the first), and whether it comes back after a nak or
-    a dead-letter replay (`redelivered`)."""
+    to this consumer group this is (1 for the first), whether it comes back after a nak or
+    a dead-letter replay (`redelivered`), and whether it is an operator's replay of a dead
+    letter (`replayed`: it may arrive beside a delivery of the same seq)."""
 
     seq: int
     event: CloudEvent
     attempt: int = 1
     redelivered: bool = False
+    replayed: bool = False
 
 
 def register_source(store_id: str, register_id: str) -> str:

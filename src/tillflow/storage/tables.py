@@ -158,6 +158,18 @@ inventory_voids = Table(
     Column("voided_us", BigInteger, nullable=False),
 )
 
+# Messages a JetStream consumer group nak'ed (the broker keeps the redelivery; this keeps what
+# retention needs to turn a retry it would drop into a dead letter).
+stream_retries = Table(
+    "stream_retries",
+    metadata,
+    Column("stream", String(64), primary_key=True),
+    Column("group_name", String(100), primary_key=True),
+    Column("stream_seq", BigInteger, primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+)
+
 # Events a consumer group nak'ed: delivered again once due (attempts so far, last error).
 deliveries = Table(
     "deliveries",
