@@ -26,7 +26,6 @@ back (naks) what the same instance fetched for that group and never settled.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import re
@@ -35,7 +34,6 @@ import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote
 
 import nats.errors
 import orjson
@@ -43,37 +41,39 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
-from sqlalchemy import Engine, Row, func, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from tillflow.bus.sql import SQLEventLog, describe_selection, write_audit
+from tillflow.bus.jetstream_state import StreamState
+from tillflow.bus.jetstream_wire import (
+    DLQ,
+    EVENTS,
+    NS,
+    REPLAY,
+    JetStreamApiError,
+    Publisher,
+    dead_letter_of,
+    encode_header,
+    headers_of,
+    logged_of,
+    nanos,
+    now_us,
+    rfc3339,
+    stored_event,
+)
+from tillflow.bus.sql import describe_selection
 from tillflow.errors import EventLogError, StorageError
 from tillflow.model import CloudEvent, LoggedEvent
 from tillflow.ports import AuditEntry, DeadLetter, DeadLetterSelection, GroupState
 from tillflow.storage.db import read_tx, write_tx
 from tillflow.storage.outbox import append_in
-from tillflow.storage.sql import from_us, insert_for, to_us
-from tillflow.storage.tables import consumer_groups, events, stream_retries
+from tillflow.storage.sql import from_us, to_us
+from tillflow.storage.tables import consumer_groups
 
 T = TypeVar("T")
 
-EVENTS = "tillflow.events"
-REPLAY = "tillflow.replay"
-DLQ = "tillflow.dlq"
 _GROUP = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")  # CE HTTP binding: %-encode the rest
-_CE = ("id", "source", "type", "specversion", "time", "subject", "partitionkey", "sequence", "traceparent")
-_NS = 1_000_000_000
 _TRIM_PREFIX = "tf_trim_"  # throwaway consumers of trim_events, not consumer groups
-
-
-class JetStreamApiError(EventLogError):
-    """Raised when the JetStream API answers a request with an error (its code is kept)."""
-
-    def __init__(self, what: str, code: int, err_code: int, description: str) -> None:
-        super().__init__(f"{what}: {description} (code {code}, err_code {err_code})")
-        self.code = code
-        self.err_code = err_code
 
 
 class JetStreamEventLog:
@@ -97,7 +97,7 @@ class JetStreamEventLog:
         self.stream = stream
         self.dlq_stream = f"{stream}_DLQ"
         self._servers = list(servers)
-        self._sql = SQLEventLog(engine)  # failure streaks and the audit trail, as the SQL log keeps them
+        self._state = StreamState(engine, stream)  # what JetStream does not keep
         self._ack_wait = ack_wait
         self._timeout = request_timeout
         self._held: dict[tuple[str, int, bool], list[Msg]] = {}  # fetched, not yet settled (loop thread only)
@@ -116,9 +116,9 @@ class JetStreamEventLog:
             "storage": "file",
             "discard": "old",
             "num_replicas": replicas,
-            "max_age": _ns(max_age) if max_age else 0,
+            "max_age": nanos(max_age) if max_age else 0,
             "max_msgs": max_msgs or -1,
-            "duplicate_window": _ns(duplicate_window),
+            "duplicate_window": nanos(duplicate_window),
         }
         dlq_config = {
             "name": self.dlq_stream,
@@ -170,7 +170,7 @@ class JetStreamEventLog:
                 f"cannot connect to NATS at {', '.join(self._servers)}: {type(exc).__name__} {exc}".strip()
             ) from exc
         self._js = self._nc.jetstream(timeout=self._timeout)
-        self._publisher = _Publisher(self._nc, self._timeout)
+        self._publisher = Publisher(self._nc, self._timeout)
         await self._publisher.start()
 
     def close(self) -> None:
@@ -211,7 +211,7 @@ class JetStreamEventLog:
             return []
         try:
             with write_tx(self.engine) as conn:
-                logged = append_in(conn, events_, logged_us=_now_us())
+                logged = append_in(conn, events_, logged_us=now_us())
                 fresh = [e for e, seq in zip(events_, logged, strict=True) if seq is not None]
                 # published before the commit: a failed publish rolls the append back, and a commit
                 # lost after the publish makes the resend a repeat that Nats-Msg-Id drops
@@ -231,7 +231,7 @@ class JetStreamEventLog:
                 (
                     f"{EVENTS}.{e.partitionkey or '_'}",
                     e.data,
-                    _headers(e) | {"Nats-Msg-Id": f"{e.source} {e.id}"},
+                    headers_of(e) | {"Nats-Msg-Id": f"{e.source} {e.id}"},
                 )
                 for e in fresh
             ]
@@ -246,7 +246,7 @@ class JetStreamEventLog:
                     (
                         f"{EVENTS}.{fresh[i].partitionkey or '_'}",
                         fresh[i].data,
-                        _headers(fresh[i])
+                        headers_of(fresh[i])
                         | {"Nats-Msg-Id": f"{fresh[i].source} {fresh[i].id} {time.time_ns()}"},
                     )
                     for i in again
@@ -288,7 +288,7 @@ class JetStreamEventLog:
                     if status == "409" or status == "503":
                         self._consumers.discard(group)
                     break
-                logged = _logged(msg)
+                logged = logged_of(msg)
                 self._held.setdefault((group, logged.seq, logged.replayed), []).append(msg)
                 batch.append(logged)
         finally:
@@ -310,7 +310,7 @@ class JetStreamEventLog:
         config = {
             "durable_name": group,
             "ack_policy": "explicit",
-            "ack_wait": _ns(self._ack_wait),
+            "ack_wait": nanos(self._ack_wait),
             "max_deliver": -1,
             "max_ack_pending": -1,
             "filter_subjects": [f"{EVENTS}.>", f"{REPLAY}.{group}"],
@@ -343,8 +343,8 @@ class JetStreamEventLog:
             await self._settle(self._take(group, events_), b"+ACK")
 
         self._run(ack())
-        self._forget_retries(group, retried)
-        self._clear_failures(group)
+        self._state.forget_retries(group, retried)
+        self._state.clear_failures(group)
 
     def _stream_seqs(self, group: str, fetched: Sequence[LoggedEvent]) -> list[int]:
         """Where the messages of fetched events sit in the stream (a replay's differs from its seq)."""
@@ -355,7 +355,7 @@ class JetStreamEventLog:
         ]
 
     def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
-        verdict = b"-NAK" if delay <= 0 else b"-NAK " + orjson.dumps({"delay": int(delay * _NS)})
+        verdict = b"-NAK" if delay <= 0 else b"-NAK " + orjson.dumps({"delay": int(delay * NS)})
         seqs = self._stream_seqs(group, [event])
 
         async def nak() -> bool:
@@ -370,9 +370,9 @@ class JetStreamEventLog:
             return True
 
         if self._run(nak()):
-            self._remember_retries(group, seqs, event.attempt, error)
+            self._state.remember_retries(group, seqs, event.attempt, error)
         else:
-            self._forget_retries(group, seqs)
+            self._state.forget_retries(group, seqs)
 
     def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
         seqs = self._stream_seqs(group, [event])
@@ -382,17 +382,17 @@ class JetStreamEventLog:
             await self._settle(self._take(group, [event]), b"+TERM")
 
         self._run(dead())
-        self._forget_retries(group, seqs)
-        self._clear_failures(group)
+        self._state.forget_retries(group, seqs)
+        self._state.clear_failures(group)
 
     async def _publish_dead_letter(self, group: str, event: LoggedEvent, attempts: int, reason: str) -> None:
         assert self._js is not None
-        headers = _headers(event.event) | {
+        headers = headers_of(event.event) | {
             "tf-group": group,
             "tf-attempts": str(attempts),
-            "tf-reason": _encode(reason[:4000]),
+            "tf-reason": encode_header(reason[:4000]),
             "tf-original-seq": str(event.seq),
-            "tf-dead-at": str(_now_us()),
+            "tf-dead-at": str(now_us()),
         }
         await self._js.publish(f"{DLQ}.{group}", event.event.data, headers=headers)
 
@@ -407,66 +407,8 @@ class JetStreamEventLog:
         message: dict[str, Any] = body["message"]
         return message
 
-    # -- retries retention must not drop unseen ------------------------------------------------------
-
-    def _remember_retries(self, group: str, seqs: Sequence[int], attempts: int, error: str) -> None:
-        try:
-            with write_tx(self.engine) as conn:
-                for seq in seqs:
-                    stmt = insert_for(conn, stream_retries).values(
-                        stream=self.stream,
-                        group_name=group,
-                        stream_seq=seq,
-                        attempts=attempts,
-                        last_error=error[:2000],
-                    )
-                    conn.execute(
-                        stmt.on_conflict_do_update(
-                            index_elements=[
-                                stream_retries.c.stream,
-                                stream_retries.c.group_name,
-                                stream_retries.c.stream_seq,
-                            ],
-                            set_={k: stmt.excluded[k] for k in ("attempts", "last_error")},
-                        )
-                    )
-        except StorageError as exc:
-            raise EventLogError(f"recording a retry of {group} failed: {exc}") from exc
-
-    def _forget_retries(self, group: str | None, seqs: Sequence[int] | None = None) -> None:
-        """Drop retry records: of `seqs` in `group`, of the whole group (seqs None), or of the
-        stream's messages the list names (group None)."""
-        if seqs is not None and not seqs:
-            return
-        where = [stream_retries.c.stream == self.stream]
-        if group is not None:
-            where.append(stream_retries.c.group_name == group)
-        if seqs is not None:
-            where.append(stream_retries.c.stream_seq.in_(sorted(set(seqs))))
-        try:
-            with write_tx(self.engine) as conn:
-                conn.execute(stream_retries.delete().where(*where))
-        except StorageError as exc:
-            raise EventLogError(f"clearing retries failed: {exc}") from exc
-
     def record_failure(self, group: str, error: str) -> None:
-        self._sql.record_failure(group, error)
-
-    def _clear_failures(self, group: str) -> None:
-        try:
-            with read_tx(self.engine) as conn:
-                failing = conn.execute(
-                    select(consumer_groups.c.failures).where(consumer_groups.c.group_name == group)
-                ).scalar_one_or_none()
-            if failing:
-                with write_tx(self.engine) as conn:
-                    conn.execute(
-                        update(consumer_groups)
-                        .where(consumer_groups.c.group_name == group)
-                        .values(failures=0)
-                    )
-        except StorageError as exc:
-            raise EventLogError(f"clearing the failures of {group} failed: {exc}") from exc
+        self._state.record_failure(group, error)
 
     # -- positions -------------------------------------------------------------------------------
 
@@ -482,7 +424,7 @@ class JetStreamEventLog:
                 raise
 
         info = self._run(consumer())
-        return _position(info, self._retry_counts().get(group, 0)) if info else 0
+        return _position(info, self._state.retry_counts().get(group, 0)) if info else 0
 
     def read_head(self) -> int:
         return int(self._run(self._stream_state(self.stream))["last_seq"])
@@ -495,7 +437,7 @@ class JetStreamEventLog:
 
     def read_groups(self) -> dict[str, GroupState]:
         consumers, dead, head = self._run(self._read_groups())
-        retrying = self._retry_counts()
+        retrying = self._state.retry_counts()
         try:
             with read_tx(self.engine) as conn:
                 rows = {r.group_name: r for r in conn.execute(select(consumer_groups))}
@@ -551,7 +493,7 @@ class JetStreamEventLog:
             if exc.code == 404:
                 return None
             raise
-        return _dead_letter(body["message"])
+        return dead_letter_of(body["message"])
 
     async def _get_dead_letter(self, seq: int) -> DeadLetter | None:
         try:
@@ -560,7 +502,7 @@ class JetStreamEventLog:
             if exc.code == 404:
                 return None
             raise
-        return _dead_letter(body["message"])
+        return dead_letter_of(body["message"])
 
     async def _select(self, selection: DeadLetterSelection, limit: int | None = None) -> list[DeadLetter]:
         found: list[DeadLetter] = []
@@ -595,7 +537,7 @@ class JetStreamEventLog:
             assert self._js is not None
             chosen = await self._select(selection)
             for dl in chosen:
-                headers = _headers(dl.event.event) | {
+                headers = headers_of(dl.event.event) | {
                     "tf-original-seq": str(dl.event.seq),
                     "Nats-Msg-Id": f"replay {self.dlq_stream} {dl.id} {to_us(dl.dead_at)}",
                 }
@@ -605,7 +547,7 @@ class JetStreamEventLog:
 
         chosen = self._run(replay())
         detail = describe_selection(selection, [d.id for d in chosen])
-        self._audit("replay-dead-letters", selection.group, len(chosen), actor, why, detail)
+        self._state.audit("replay-dead-letters", selection.group, len(chosen), actor, why, detail)
         return len(chosen)
 
     def purge_dead_letters(self, selection: DeadLetterSelection, *, actor: str, why: str) -> int:
@@ -617,7 +559,7 @@ class JetStreamEventLog:
 
         chosen = self._run(purge())
         detail = describe_selection(selection, [d.id for d in chosen])
-        self._audit("purge-dead-letters", selection.group, len(chosen), actor, why, detail)
+        self._state.audit("purge-dead-letters", selection.group, len(chosen), actor, why, detail)
         return len(chosen)
 
     async def _delete_dead_letter(self, seq: int) -> None:
@@ -638,7 +580,7 @@ class JetStreamEventLog:
             detail = f"from seq {from_seq}"
         else:
             assert since is not None
-            start = {"deliver_policy": "by_start_time", "opt_start_time": _rfc3339(since)}
+            start = {"deliver_policy": "by_start_time", "opt_start_time": rfc3339(since)}
             detail = f"since {since.isoformat()}"
 
         async def reset() -> int:
@@ -653,25 +595,18 @@ class JetStreamEventLog:
             return _position(info, 0)
 
         position = self._run(reset())
-        self._forget_retries(group)
-        self._clear_failures(group)
-        self._audit("reset-group", group, 1, actor, why, f"{detail}: position {position}")
+        self._state.forget_retries(group)
+        self._state.clear_failures(group)
+        self._state.audit("reset-group", group, 1, actor, why, f"{detail}: position {position}")
         return position
 
     def list_audit(self, *, limit: int = 100) -> list[AuditEntry]:
-        return self._sql.list_audit(limit=limit)
-
-    def _audit(self, action: str, group: str | None, count: int, actor: str, why: str, detail: str) -> None:
-        try:
-            with write_tx(self.engine) as conn:
-                write_audit(conn, action, group, count, actor, why, detail)
-        except StorageError as exc:
-            raise EventLogError(f"auditing {action} failed: {exc}") from exc
+        return self._state.list_audit(limit=limit)
 
     def trim_events(self, *, max_age: timedelta | None = None, max_events: int | None = None) -> int:
         cutoff = datetime.now(UTC) - max_age if max_age is not None else None
 
-        retries = self._retries()
+        retries = self._state.retries()
 
         async def trim() -> tuple[int, list[int]]:
             kept = [(r, await self._stream_message(r.stream_seq)) for r in retries]
@@ -685,7 +620,7 @@ class JetStreamEventLog:
                         f" last error: {retry.last_error}"
                     )
                     await self._publish_dead_letter(
-                        retry.group_name, _stored(message), retry.attempts, reason
+                        retry.group_name, stored_event(message), retry.attempts, reason
                     )
                     buried.append(retry.stream_seq)
             return purged, buried
@@ -705,8 +640,8 @@ class JetStreamEventLog:
             return purged
 
         dropped, buried = self._run(trim())
-        self._forget_retries(None, buried)
-        self._forget_trimmed(cutoff, max_events)
+        self._state.forget_retries(None, buried)
+        self._state.forget_trimmed(cutoff, max_events)
         return dropped
 
     async def _first_seq_since(self, since: datetime) -> int:
@@ -721,106 +656,15 @@ class JetStreamEventLog:
                 "config": {
                     "name": name,
                     "deliver_policy": "by_start_time",
-                    "opt_start_time": _rfc3339(since),
+                    "opt_start_time": rfc3339(since),
                     "ack_policy": "none",
                     "mem_storage": True,
-                    "inactive_threshold": _ns(timedelta(seconds=30)),
+                    "inactive_threshold": nanos(timedelta(seconds=30)),
                 },
             },
         )
         await self._api("finding where to trim", f"CONSUMER.DELETE.{self.stream}.{name}")
         return int(info["delivered"]["stream_seq"]) + 1
-
-    def _retry_counts(self) -> dict[str, int]:
-        """How many retries each group has scheduled and not yet settled."""
-        try:
-            with read_tx(self.engine) as conn:
-                rows = conn.execute(
-                    select(stream_retries.c.group_name, func.count())
-                    .where(stream_retries.c.stream == self.stream)
-                    .group_by(stream_retries.c.group_name)
-                ).all()
-        except StorageError as exc:
-            raise EventLogError(f"reading pending retries failed: {exc}") from exc
-        return {group: int(count) for group, count in rows}
-
-    def _retries(self) -> list[Row[Any]]:
-        try:
-            with read_tx(self.engine) as conn:
-                return list(
-                    conn.execute(select(stream_retries).where(stream_retries.c.stream == self.stream))
-                )
-        except StorageError as exc:
-            raise EventLogError(f"reading pending retries failed: {exc}") from exc
-
-    def _forget_trimmed(self, cutoff: datetime | None, max_events: int | None) -> None:
-        """Drop the dedupe records of events retention dropped (as the SQL log forgets them)."""
-        try:
-            with write_tx(self.engine) as conn:
-                if max_events is not None:
-                    oldest_dropped = conn.execute(
-                        select(events.c.seq).order_by(events.c.seq.desc()).offset(max_events).limit(1)
-                    ).scalar()
-                    if oldest_dropped is not None:
-                        conn.execute(events.delete().where(events.c.seq <= oldest_dropped))
-                if cutoff is not None:
-                    conn.execute(events.delete().where(events.c.logged_us < to_us(cutoff)))
-        except StorageError as exc:
-            raise EventLogError(f"retention trim failed: {exc}") from exc
-
-
-class _Publisher:
-    """Pipelined acknowledged publishes: every message goes out at once with its own reply
-    subject under one wildcard subscription, then the server's acks are awaited together
-    (nats-py's publish_async spends more on its per-message bookkeeping than on the wire)."""
-
-    def __init__(self, nc: Client, timeout: float) -> None:
-        self._nc = nc
-        self._timeout = timeout
-        self._prefix = ""
-        self._count = 0
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
-
-    async def start(self) -> None:
-        self._prefix = self._nc.new_inbox()
-        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_reply)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.pop(msg.subject.rpartition(".")[2], None)
-        if future is not None and not future.done():
-            future.set_result(msg)
-
-    async def publish(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> list[dict[str, Any]]:
-        """Publish each (subject, payload, headers); returns the stream's acks, in order."""
-        loop = asyncio.get_running_loop()
-        tokens: list[str] = []
-        futures: list[asyncio.Future[Msg]] = []
-        try:
-            for subject, payload, headers in messages:
-                self._count += 1
-                token = str(self._count)
-                future: asyncio.Future[Msg] = loop.create_future()
-                self._waiting[token] = future
-                tokens.append(token)
-                futures.append(future)
-                await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=headers)
-            replies = await asyncio.wait_for(asyncio.gather(*futures), self._timeout)
-        finally:
-            for token in tokens:
-                self._waiting.pop(token, None)
-        acks = []
-        for reply in replies:
-            status = (reply.headers or {}).get("Status")
-            if status == "503":
-                raise EventLogError("publishing: no stream takes these subjects (JetStream answered 503)")
-            ack: dict[str, Any] = orjson.loads(reply.data)
-            error = ack.get("error")
-            if error:
-                raise JetStreamApiError(
-                    "publishing", error.get("code", 0), error.get("err_code", 0), error["description"]
-                )
-            acks.append(ack)
-        return acks
 
 
 def _position(info: dict[str, Any], retrying: int) -> int:
@@ -842,102 +686,3 @@ def _lag(info: dict[str, Any], retrying: int) -> int:
 def _check_group(group: str) -> None:
     if not _GROUP.match(group):
         raise EventLogError(f"consumer group name {group!r} must be 1-100 of A-Z a-z 0-9 _ -")
-
-
-def _headers(event: CloudEvent) -> dict[str, str]:
-    values = {
-        "id": event.id,
-        "source": event.source,
-        "type": event.type,
-        "specversion": event.specversion,
-        "time": event.time.isoformat(),
-        "subject": event.subject,
-        "partitionkey": event.partitionkey,
-        "sequence": event.sequence,
-        "traceparent": event.traceparent,
-    }
-    headers = {f"ce-{k}": _encode(v) for k, v in values.items() if v is not None}
-    headers["content-type"] = event.datacontenttype
-    return headers
-
-
-def _encode(value: str) -> str:
-    """A header value: printable ASCII as it is, anything else %-encoded (CloudEvents HTTP binding)."""
-    if value.isascii() and value.isprintable() and "%" not in value:
-        return value
-    return quote(value, safe=_SAFE)
-
-
-def _event(headers: dict[str, str], data: bytes) -> CloudEvent:
-    ce = {k: unquote(headers[f"ce-{k}"]) for k in _CE if f"ce-{k}" in headers}
-    return CloudEvent(
-        id=ce["id"],
-        source=ce["source"],
-        type=ce["type"],
-        specversion=ce.get("specversion", "1.0"),
-        datacontenttype=headers.get("content-type", "application/json"),
-        time=datetime.fromisoformat(ce["time"]),
-        subject=ce.get("subject"),
-        partitionkey=ce.get("partitionkey"),
-        sequence=ce.get("sequence"),
-        traceparent=ce.get("traceparent"),
-        data=bytes(data),
-    )
-
-
-def _logged(msg: Msg) -> LoggedEvent:
-    headers = msg.headers or {}
-    meta = msg.metadata
-    attempt = int(meta.num_delivered)
-    replayed = msg.subject.startswith(f"{REPLAY}.")
-    seq = int(headers["tf-original-seq"]) if replayed else int(meta.sequence.stream)
-    return LoggedEvent(
-        seq=seq,
-        attempt=attempt,
-        redelivered=replayed or attempt > 1,
-        replayed=replayed,
-        event=_event(headers, msg.data),
-    )
-
-
-def _stored(message: dict[str, Any]) -> LoggedEvent:
-    """The event of a message read back from the event stream (STREAM.MSG.GET)."""
-    headers = _parse_headers(base64.b64decode(message.get("hdrs") or b""))
-    event = _event(headers, base64.b64decode(message.get("data") or b""))
-    return LoggedEvent(seq=int(headers.get("tf-original-seq", message["seq"])), event=event)
-
-
-def _dead_letter(message: dict[str, Any]) -> DeadLetter:
-    headers = _parse_headers(base64.b64decode(message.get("hdrs") or b""))
-    event = _event(headers, base64.b64decode(message.get("data") or b""))
-    attempts = int(headers["tf-attempts"])
-    return DeadLetter(
-        id=int(message["seq"]),
-        group=headers["tf-group"],
-        event=LoggedEvent(seq=int(headers["tf-original-seq"]), event=event, attempt=attempts),
-        attempts=attempts,
-        reason=unquote(headers["tf-reason"]),
-        dead_at=from_us(int(headers["tf-dead-at"])),
-    )
-
-
-def _parse_headers(raw: bytes) -> dict[str, str]:
-    """A NATS header block (``NATS/1.0\\r\\nKey: value\\r\\n...``) as a dict (last value wins)."""
-    headers: dict[str, str] = {}
-    for line in raw.decode().split("\r\n")[1:]:
-        key, sep, value = line.partition(":")
-        if sep:
-            headers[key.strip()] = value.strip()
-    return headers
-
-
-def _ns(span: timedelta) -> int:
-    return int(span.total_seconds() * _NS)
-
-
-def _rfc3339(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _now_us() -> int:
-    return to_us(datetime.now(UTC))
