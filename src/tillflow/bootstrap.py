@@ -62,6 +62,8 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             base_delay=flow.base_delay,
             max_delay=flow.max_delay,
             ordered=flow.ordered,
+            non_retryable=flow.non_retryable(),
+            retryable=flow.retryable(),
         )
         return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
 

@@ -7,14 +7,17 @@ start with the path of the bad key.
 
 from __future__ import annotations
 
+import builtins
+import functools
+import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tillflow.errors import ConfigError
+from tillflow.errors import INFRASTRUCTURE, ConfigError
 from tillflow.model import Store
 
 
@@ -40,6 +43,49 @@ class HubSettings(BaseModel):
 FlowName = Literal["inventory"]  # the flows this release runs; a typo fails at start
 
 
+@functools.cache
+def exception_class(name: str) -> type[Exception]:
+    """The exception class a dotted path names (``tillflow.errors.PoisonEventError``,
+    ``json.JSONDecodeError``; a bare name is a builtin: ``ValueError``). Raises ValueError when
+    nothing importable has that name, when it is no exception class, or when it is an
+    infrastructure error (whose handling is fixed: the runner treats it as an outage)."""
+    parts = name.split(".")
+    found: object = None
+    if len(parts) == 1:
+        found = getattr(builtins, name, None)
+        if found is None:
+            raise ValueError(f"{name!r} is no builtin; name other classes by their dotted path")
+    else:
+        problem = ""
+        for split in range(len(parts) - 1, 0, -1):  # the longest importable module, then attributes
+            module = ".".join(parts[:split])
+            try:
+                found = importlib.import_module(module)
+            except ImportError as exc:
+                problem = f": {exc}"
+                continue
+            for part in parts[split:]:
+                found = getattr(found, part, None)
+            if found is None:
+                raise ValueError(f"cannot import {name!r}: {module} has no {'.'.join(parts[split:])}")
+            break
+        else:
+            raise ValueError(f"cannot import {name!r}{problem}")
+    if not (isinstance(found, type) and issubclass(found, Exception)):
+        raise ValueError(f"{name!r} is not an exception class (a subclass of Exception)")
+    if issubclass(found, INFRASTRUCTURE):
+        raise ValueError(f"{name!r} is an infrastructure error: the runner handles those as outages")
+    return found
+
+
+def _check_exception_name(name: str) -> str:
+    exception_class(name)
+    return name
+
+
+ExceptionName = Annotated[str, AfterValidator(_check_exception_name)]
+
+
 class FlowSettings(BaseModel):
     """How one flow's consumer group runs: batch size and retry policy."""
 
@@ -52,6 +98,16 @@ class FlowSettings(BaseModel):
     base_delay: float = Field(default=2.0, ge=0)  # seconds before the first retry (at most)
     max_delay: float = Field(default=600.0, ge=0)
     ordered: bool = True  # keep a store's events in till order when one fails
+    # errors that send an event to dead letters at once (no retry will fix it), by dotted path
+    # or builtin name; an error that is also of a `retryable_errors` class is retried (it wins)
+    non_retryable_errors: list[ExceptionName] = ["tillflow.errors.PoisonEventError", "ValueError"]
+    retryable_errors: list[ExceptionName] = []
+
+    def non_retryable(self) -> tuple[type[Exception], ...]:
+        return tuple(exception_class(name) for name in self.non_retryable_errors)
+
+    def retryable(self) -> tuple[type[Exception], ...]:
+        return tuple(exception_class(name) for name in self.retryable_errors)
 
 
 class BusSettings(BaseModel):

@@ -43,3 +43,8 @@ class FlowError(TillflowError):
 class PoisonEventError(FlowError):
     """Raised when an event can never be applied as it is: retrying will not help, so the
     runner sends it to dead letters at once."""
+
+
+# Failures of what carries the work, not of the work itself: the runner retries the batch
+# without counting them against its events, and no flow's retry policy may reclassify them.
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (StorageError, EventLogError, OSError)

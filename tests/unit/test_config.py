@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tillflow.config import dump_config, load_config
-from tillflow.errors import ConfigError
+from tillflow.config import FlowSettings, dump_config, load_config
+from tillflow.errors import ConfigError, PoisonEventError
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -81,3 +82,59 @@ class TestLoadConfig:
     def test_an_unknown_flow_is_refused(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"flows\.invetnory"):
             load_config(write(tmp_path, {"flows": {"invetnory": {"max_attempts": 2}}}))
+
+
+class TestRetryableErrors:
+    def test_the_defaults_dead_letter_poison_and_value_errors(self) -> None:
+        assert FlowSettings().non_retryable() == (PoisonEventError, ValueError)
+        assert FlowSettings().retryable() == ()
+
+    def test_error_names_resolve_to_their_classes(self, tmp_path: Path) -> None:
+        flows = {
+            "inventory": {
+                "non_retryable_errors": ["tillflow.errors.PoisonEventError", "builtins.KeyError"],
+                "retryable_errors": ["json.JSONDecodeError", "ValueError"],
+            }
+        }
+        flow = load_config(write(tmp_path, {"flows": flows})).flow("inventory")
+        assert flow.non_retryable() == (PoisonEventError, KeyError)
+        assert flow.retryable() == (json.JSONDecodeError, ValueError)
+
+    @pytest.mark.parametrize(
+        ("name", "why"),
+        [
+            ("tillflow.errors.NoSuchError", "tillflow.errors has no NoSuchError"),
+            ("no_such_module.Error", "No module named 'no_such_module'"),
+            ("NoSuchError", "is no builtin"),
+            ("collections.OrderedDict", "not an exception class"),
+            ("tillflow.errors.StorageError", "infrastructure error"),
+        ],
+    )
+    def test_a_bad_error_name_names_the_flow_the_field_and_the_name(
+        self, tmp_path: Path, name: str, why: str
+    ) -> None:
+        path = write(tmp_path, {"flows": {"inventory": {"retryable_errors": ["KeyError", name]}}})
+        with pytest.raises(ConfigError) as raised:
+            load_config(path)
+        message = str(raised.value)
+        assert "flows.inventory.retryable_errors.1" in message
+        assert repr(name) in message and why in message
+
+    def test_error_names_reach_the_consumer_runner(self, tmp_path: Path) -> None:
+        from tillflow.bootstrap import bootstrap
+
+        path = write(
+            tmp_path,
+            {
+                "hub": {"data_dir": str(tmp_path)},
+                "flows": {
+                    "inventory": {"non_retryable_errors": ["KeyError"], "retryable_errors": ["OverflowError"]}
+                },
+            },
+        )
+        services = bootstrap(load_config(path))
+        try:
+            [runner] = services.consumers()
+        finally:
+            services.close()
+        assert (runner.policy.non_retryable, runner.policy.retryable) == ((KeyError,), (OverflowError,))

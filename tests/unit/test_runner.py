@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -16,23 +17,46 @@ from tillflow.model import CloudEvent, LoggedEvent
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
 
-class ListLog:
-    """A small in-memory EventLog for these unit tests: naks are due at once."""
+class Clock:
+    """A clock the test moves by hand."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        self.events = [
-            LoggedEvent(seq=i, event=CloudEvent(id=str(i), source="/t", type="t", time=NOW, partitionkey=key))
-            for i, key in enumerate(keys, 1)
-        ]
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def logged(seq: int, key: str | None) -> LoggedEvent:
+    event = CloudEvent(id=str(seq), source="/t", type="t", time=NOW, partitionkey=key)
+    return LoggedEvent(seq=seq, event=event)
+
+
+class ListLog:
+    """A small in-memory EventLog for these unit tests: naks are due at once, or after their
+    delay on `clock` when given one; due events come back oldest first."""
+
+    def __init__(self, keys: Sequence[str | None], clock: Clock | None = None) -> None:
+        self.events = [logged(i, key) for i, key in enumerate(keys, 1)]
+        self.clock = clock
         self.position = 0
         self.pending: dict[int, LoggedEvent] = {}
+        self.due: dict[int, float] = {}
         self.acked: list[int] = []
         self.naks: list[tuple[int, float]] = []
+        self.errors: dict[int, str] = {}  # the last nak's error of each event
         self.dead: list[tuple[int, str]] = []
         self.failures: list[str] = []
 
+    def append(self, *keys: str | None) -> None:
+        self.events += [logged(seq, key) for seq, key in enumerate(keys, len(self.events) + 1)]
+
     def fetch_batch(self, group: str, *, limit: int) -> list[LoggedEvent]:
-        due = [replace(e, attempt=e.attempt + 1, redelivered=True) for e in self.pending.values()]
+        due = [
+            replace(e, attempt=e.attempt + 1, redelivered=True)
+            for seq, e in sorted(self.pending.items())
+            if self.clock is None or self.due[seq] <= self.clock()
+        ]
         return (due + [e for e in self.events if e.seq > self.position])[:limit]
 
     def _settle(self, event: LoggedEvent) -> None:
@@ -47,7 +71,9 @@ class ListLog:
     def nak_event(self, group: str, event: LoggedEvent, *, delay: float, error: str) -> None:
         self._settle(event)
         self.pending[event.seq] = event
+        self.due[event.seq] = (self.clock() if self.clock else 0.0) + delay
         self.naks.append((event.seq, delay))
+        self.errors[event.seq] = error
 
     def dead_letter(self, group: str, event: LoggedEvent, *, reason: str) -> None:
         self._settle(event)
@@ -58,15 +84,26 @@ class ListLog:
 
 
 def runner(log: ListLog, handler: object, **policy: object) -> ConsumerRunner:
-    return ConsumerRunner(log, "g", handler, policy=RetryPolicy(base_delay=0.01, **policy), seed=1)  # type: ignore[arg-type]
+    return ConsumerRunner(
+        log,
+        "g",
+        handler,  # type: ignore[arg-type]
+        policy=RetryPolicy(**{"base_delay": 0.01, **policy}),  # type: ignore[arg-type]
+        seed=1,
+        clock=log.clock or Clock(),
+    )
 
 
-def failing_on(*bad: int, error: Exception | None = None) -> tuple[list[int], object]:
+def failing_on(
+    *bad: int, error: Exception | None = None, attempts: int | None = None
+) -> tuple[list[int], object]:
+    """A handler that records what it applied and fails on the `bad` seqs (on their first
+    `attempts` deliveries, or always)."""
     applied: list[int] = []
 
     def handler(batch: Sequence[LoggedEvent]) -> None:
         for e in batch:
-            if e.seq in bad:
+            if e.seq in bad and (attempts is None or e.attempt <= attempts):
                 raise error or RuntimeError(f"cannot apply {e.seq}")
         applied.extend(e.seq for e in batch)
 
@@ -127,14 +164,145 @@ class TestRetries:
         runner(log, handler).run_once()
         assert applied == [3]
         assert [seq for seq, _ in log.naks] == [1, 2, 4]
-        assert len({delay for _, delay in log.naks}) == 1  # they come back together, in order
+        [(_, failed), *waits] = log.naks
+        assert all(failed < wait <= failed + 0.06 for _, wait in waits)  # back just behind it
         assert (log.pending[1].attempt, log.pending[2].attempt) == (1, 0)  # waiting is no attempt
+        assert log.errors[4] == "waits for an earlier event of store S1 (seq 1)"
 
     def test_unordered_flows_let_later_events_of_the_store_through(self) -> None:
         log = ListLog(["S1", "S1"])
         applied, handler = failing_on(1)
         runner(log, handler, ordered=False).run_once()
         assert applied == [2]
+
+
+class TestOrderAcrossBatches:
+    """An in-order flow holds a store's later events until its failed one is settled, whatever
+    batch they come in; other stores go on."""
+
+    def test_a_store_waits_for_its_failed_event_and_other_stores_go_on(self) -> None:
+        clock = Clock()
+        log = ListLog(["A"], clock)
+        applied, handler = failing_on(1, attempts=1)
+        r = runner(log, handler, base_delay=100.0)
+        r.run_once()  # seq 1 of store A fails
+        [(_, retry_in)] = log.naks
+        assert retry_in > 1
+
+        clock.now += 1
+        log.append("A", "B")  # seqs 2 and 3, in the next batch
+        r.run_once()
+        assert applied == [3]  # store B went on; store A's later event was not tried
+        [_, (seq, wait)] = log.naks
+        assert seq == 2 and wait >= retry_in - 1  # due after the event it waits for
+        assert log.due[2] > log.due[1]
+        assert log.pending[2].attempt == 0  # the wait counted no attempt
+        assert log.errors[2] == "waits for an earlier event of store A (seq 1)"
+
+        clock.now = log.due[1]  # the failed event is back, alone, and goes through
+        r.run_once()
+        assert applied == [3, 1]
+        log.append("A")  # seq 4: after seq 2, which is not due yet
+        r.run_once()
+        assert applied == [3, 1]  # a fresh event does not overtake the one that waited
+        clock.now = max(log.due.values())
+        r.run_once()
+        assert applied == [3, 1, 2, 4]
+        assert r.blocked == {}  # nothing out: the store is forgotten
+
+    def test_a_store_waits_again_when_its_failed_event_fails_again(self) -> None:
+        clock = Clock()
+        log = ListLog(["A", "A"], clock)
+        applied, handler = failing_on(1, attempts=2)
+        r = runner(log, handler, base_delay=100.0, max_attempts=5)
+        r.run_once()  # 1 fails, 2 waits
+        clock.now = log.due[1]
+        r.run_once()  # 1 fails again: due later
+        clock.now = log.due[2]
+        r.run_once()  # 2 is back before 1: it waits again
+        assert applied == []
+        assert [seq for seq, _ in log.naks] == [1, 2, 1, 2]
+        assert log.due[2] > log.due[1] and log.pending[2].attempt == 0
+        clock.now = max(log.due.values())
+        r.run_once()
+        assert applied == [1, 2]
+
+    def test_a_failed_event_that_goes_to_dead_letters_frees_its_store(self) -> None:
+        clock = Clock()
+        log = ListLog(["A"], clock)
+        applied, handler = failing_on(1)
+        r = runner(log, handler, base_delay=100.0, max_attempts=2)
+        r.run_once()  # attempt 1 of seq 1 fails
+        log.append("A")
+        r.run_once()  # seq 2 waits
+        clock.now = log.due[1]
+        r.run_once()  # attempt 2 fails: dead letters
+        assert [seq for seq, _ in log.dead] == [1]
+        clock.now = log.due[2]
+        log.append("A")
+        r.run_once()
+        assert applied == [2, 3] and r.blocked == {}
+
+    def test_an_event_that_never_comes_back_is_forgotten(self) -> None:
+        clock = Clock()
+        log = ListLog(["A"], clock)
+        _, handler = failing_on(1)
+        r = runner(log, handler, base_delay=100.0)
+        r.run_once()
+        log.pending.clear()  # settled elsewhere (another worker, an operator)
+        clock.now += 100 + r.forget_blocks_after
+        log.append("A")
+        r.run_once()
+        assert log.acked == [2] and r.blocked == {}
+
+    def test_unordered_flows_hold_nothing_across_batches(self) -> None:
+        clock = Clock()
+        log = ListLog(["A"], clock)
+        applied, handler = failing_on(1)
+        r = runner(log, handler, base_delay=100.0, ordered=False)
+        r.run_once()
+        log.append("A")
+        r.run_once()
+        assert applied == [2] and [seq for seq, _ in log.naks] == [1]
+        assert r.blocked == {}
+
+    def test_events_without_a_store_wait_only_within_their_batch(self) -> None:
+        clock = Clock()
+        log = ListLog([None, None], clock)
+        applied, handler = failing_on(1)
+        r = runner(log, handler, base_delay=100.0)
+        r.run_once()
+        assert [seq for seq, _ in log.naks] == [1, 2]  # in the batch, 2 waits behind 1
+        log.append(None)
+        r.run_once()
+        assert applied == [3]
+
+
+class TestRetryableErrors:
+    def test_a_flows_non_retryable_error_goes_to_dead_letters_at_once(self) -> None:
+        log = ListLog(["S1", "S2"])
+        applied, handler = failing_on(1, error=KeyError("sku"))
+        runner(log, handler, non_retryable=(KeyError,)).run_once()
+        assert applied == [2]
+        assert (log.dead, log.naks) == ([(1, "KeyError: 'sku'")], [])
+
+    def test_a_retryable_error_is_retried_though_it_is_also_non_retryable(self) -> None:
+        log = ListLog(["S1", "S2"])
+        bad_json = json.JSONDecodeError("Expecting value", "{", 1)  # a ValueError
+        _, handler = failing_on(1, error=bad_json)
+        runner(log, handler, retryable=(json.JSONDecodeError,)).run_once()
+        assert [seq for seq, _ in log.naks] == [1] and log.dead == []
+
+        log = ListLog(["S1"])  # a plain ValueError stays non-retryable
+        _, handler = failing_on(1, error=ValueError("bad"))
+        runner(log, handler, retryable=(json.JSONDecodeError,)).run_once()
+        assert log.dead == [(1, "ValueError: bad")]
+
+    def test_a_value_error_is_retried_when_the_flow_does_not_list_it(self) -> None:
+        log = ListLog(["S1"])
+        _, handler = failing_on(1, error=ValueError("not yet"))
+        runner(log, handler, non_retryable=(PoisonEventError,)).run_once()
+        assert [seq for seq, _ in log.naks] == [1] and log.dead == []
 
 
 class TestOutages:
