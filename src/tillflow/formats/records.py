@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from tillflow.errors import FormatError
 from tillflow.formats.policy import PolicyMaps, ResolvedPolicy
 from tillflow.model import Store, TenderKind, Transaction
 
@@ -62,6 +63,19 @@ class Recorded:
 
 Parsed = Imported | Quarantined | Recorded
 
+__all__ = [
+    "FormatError",
+    "ImportContext",
+    "Imported",
+    "Parsed",
+    "Quarantined",
+    "RecordError",
+    "Recorded",
+    "SourceRef",
+    "field_path",
+    "quarantine",
+]
+
 
 class RecordError(ValueError):
     """Raised inside a parser for one record: becomes a `Quarantined` with the field and reason."""
@@ -73,19 +87,21 @@ class RecordError(ValueError):
         self.numbers = dict(numbers or {})
 
 
-class FormatError(ValueError):
-    """Raised when an input as a whole cannot be read (not this format, not well-formed, too
-    large, unsafe): nothing of it is imported, and the message says why."""
+def field_path(loc: Sequence[int | str]) -> str:
+    """A pydantic error location as a readable path: ``lines[0].quantity`` (``$``: the record)."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "$"
 
 
 def quarantine(source: SourceRef, exc: RecordError | ValidationError) -> Quarantined:
-    """The quarantine entry of a record refused by its parser or by the canonical model."""
+    """The quarantine entry of a record refused by its parser or by the canonical model
+    (its first error; the model's messages never echo the input)."""
     if isinstance(exc, RecordError):
         return Quarantined(source, exc.field, exc.reason, exc.numbers)
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"]) or "transaction"
-    reason = str(first["msg"]).removeprefix("Value error, ")
-    return Quarantined(source, where, reason)
+    first = exc.errors(include_url=False, include_input=False)[0]
+    return Quarantined(source, field_path(first["loc"]), str(first["msg"]).removeprefix("Value error, "))
 
 
 @dataclass(frozen=True)
