@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator
 
 # ISO 4217 minor units of the currencies a retailer is likely to meet. A currency not listed
 # here is refused: guessing its minor unit would make every later check meaningless.
@@ -67,15 +67,25 @@ def minor_unit(currency: str) -> Decimal:
 
 def is_in_minor_units(amount: Decimal, currency: str) -> bool:
     """True when `amount` has no digits below the currency's minor unit."""
-    exponent = amount.as_tuple().exponent
-    return isinstance(exponent, int) and (
-        exponent >= -MINOR_UNITS[currency] or amount == amount.quantize(_QUANTUM[currency])
-    )
+    return amount.is_finite() and amount == amount.quantize(_QUANTUM[currency])
 
 
 def round_to_minor(amount: Decimal, currency: str) -> Decimal:
     """Round half up to the currency's minor unit (the usual retail rule)."""
     return amount.quantize(_QUANTUM[currency], rounding=ROUND_HALF_UP)
+
+
+_PLACES = Decimal("1e-6")
+
+
+def _bounded(value: Decimal) -> Decimal:
+    """At most 12 digits before the point and 6 after it (trailing zeros aside): two C-level
+    operations, where pydantic's own digit constraints build a tuple per amount in Python."""
+    if value and value.adjusted() >= 12:
+        raise ValueError("Decimal input should have no more than 18 digits in total (12 before the point)")
+    if value != value.quantize(_PLACES):
+        raise ValueError("Decimal input should have no more than 6 decimal places")
+    return value
 
 
 def _exact_decimal(value: Any) -> Any:
@@ -94,4 +104,4 @@ def check_minor_units(currency: str, **amounts: Decimal | None) -> None:
 # A decimal that refuses floats on input (pydantic writes decimals as JSON strings). At most
 # 18 digits, 6 after the point: every amount fits a NUMERIC(18, 6) and sums stay exact within
 # Decimal's default 28-digit precision.
-Dec = Annotated[Decimal, BeforeValidator(_exact_decimal), Field(max_digits=18, decimal_places=6)]
+Dec = Annotated[Decimal, AfterValidator(_bounded), BeforeValidator(_exact_decimal)]

@@ -22,7 +22,7 @@ from typing import Annotated, Self
 from pydantic import AwareDatetime, Field, StringConstraints, ValidationInfo, model_validator
 
 from tillflow.model.base import Canonical, CurrencyCode, Ident, SequenceNo
-from tillflow.model.money import MINOR_UNITS, Dec, is_in_minor_units, minor_unit
+from tillflow.model.money import Dec, is_in_minor_units, minor_unit
 
 ZERO = Decimal(0)
 # Validation context key for data the gateway has already validated (read back from the log):
@@ -273,11 +273,9 @@ class Transaction(Canonical):
                 raise ValueError(f"lines[{i}].quantity {line.quantity} has more than 3 decimals")
             if line.modifiers and sum((m.amount for m in line.modifiers), ZERO) > line.extended_amount:
                 raise ValueError(f"lines[{i}].modifiers take more than the line's extended amount")
-        # fast path: every exponent within the minor unit; the named search runs only on a miss
-        least = -MINOR_UNITS[currency]
+        # fast path without names; the named search runs only on a miss
         for _, amount in self._amounts(named=False):
-            exponent = amount.as_tuple().exponent
-            if isinstance(exponent, int) and exponent >= least:
+            if amount == amount.quantize(quantum):
                 continue
             for where, value in self._amounts(named=True):
                 if not is_in_minor_units(value, currency):
