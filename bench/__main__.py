@@ -33,6 +33,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from bench.formats import format_figures
 from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
 from tillflow.demo import HubProcess, local_nats, prepare
@@ -190,8 +191,15 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--bus", choices=("sqlite", "jetstream"), default="sqlite")
+    parser.add_argument("--only", choices=("all", "formats"), default="all", help="formats: the parsers only")
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
+
+    console.print("format import rates on the real samples (baselines: plain lxml parse, plain csv read)...")
+    format_results = format_figures()
+    if args.only == "formats":
+        _report(console, "tillflow bench — format parsers", format_results, "formats")
+        return
 
     console.print(f"generating {args.transactions} transactions of {args.lines} lines...")
     work = payloads(args.stores, args.transactions, args.batch, args.lines, args.seed)
@@ -269,9 +277,22 @@ def main() -> None:
                 "ratio": round(e2e_tps / js_tps, 3),
             },
         )
-    table = Table(
-        title=f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each"
+    _report(
+        console,
+        f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each",
+        results + format_results,
+        "sqlite" if args.bus == "sqlite" else args.bus,
     )
+    console.print(
+        "baseline: pydantic validation + batched SQLite append of the same payloads, in-process, no HTTP"
+        " (for memory: the hub's resident memory when idle"
+        + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads" if js_tps else "")
+        + "; for the formats: a plain lxml parse / plain csv read of the same sample)"
+    )
+
+
+def _report(console: Console, title: str, results: list[dict[str, Any]], kind: str) -> None:
+    table = Table(title=title)
     for column in ("benchmark", "value", "unit", "baseline", "ratio"):
         table.add_column(column, justify="left" if column in ("benchmark", "unit") else "right")
     for r in results:
@@ -279,11 +300,6 @@ def main() -> None:
             str(r["name"]), str(r["value"]), str(r["unit"]), str(r["baseline"]), f"{r['ratio']:.3f}"
         )
     console.print(table)
-    console.print(
-        "baseline: pydantic validation + batched SQLite append of the same payloads, in-process, no HTTP"
-        " (for memory: the hub's resident memory when idle"
-        + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads)" if js_tps else ")")
-    )
     RESULTS.mkdir(exist_ok=True)
     machine = {
         "cpus": os.cpu_count(),
@@ -292,7 +308,7 @@ def main() -> None:
         "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (RESULTS / ("latest.json" if args.bus == "sqlite" else f"latest-{args.bus}.json")).write_bytes(
+    (RESULTS / ("latest.json" if kind == "sqlite" else f"latest-{kind}.json")).write_bytes(
         orjson.dumps({"benchmarks": results, "machine": machine}, option=orjson.OPT_INDENT_2)
     )
 

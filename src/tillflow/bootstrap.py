@@ -82,6 +82,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         keys=SQLKeyStore(engine),
         stats=SQLStatsReader(engine),
         consumer_groups=(inventory.FLOW,),
+        import_context=config.import_context(),
         make_consumers=consumers,
         close=close,
     )

@@ -150,5 +150,58 @@ def demo(
     sys.exit(run_demo(settings))
 
 
+@app.command("import")
+def import_(
+    files: Annotated[list[Path], typer.Argument(help="POSLog XML, end-of-day CSV, Shopify or Square JSON")],
+    hub_url: Annotated[
+        str | None, typer.Option("--hub", envvar="TILLFLOW_HUB_URL", help="the hub's URL")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="TILLFLOW_API_KEY", help="a store's or an admin key")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report; send nothing")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print each canonical transaction as one JSON line")
+    ] = False,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="poslog, csv, shopify or square (default: detected)")
+    ] = None,
+    report: Annotated[
+        Path, typer.Option("--report", help="the quarantine report (CSV), written when a record is refused")
+    ] = Path("quarantine.csv"),
+    batch: Annotated[int, typer.Option(help="transactions per request to the hub", min=1, max=1000)] = 500,
+    config: ConfigOpt = None,
+) -> None:
+    """Import files into tillflow: detect the format, map to canonical transactions, send them
+    to the hub, and write refused records to a quarantine report."""
+    from tillflow.importer import run_import
+
+    cfg = _config(config, None)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        console.print(f"[red]no such file: {', '.join(missing)}[/red]")
+        raise typer.Exit(2)
+    if not dry_run and (hub_url is None or api_key is None):
+        console.print(
+            "[red]give --hub URL and --api-key KEY (or TILLFLOW_HUB_URL and TILLFLOW_API_KEY),"
+            " or --dry-run[/red]"
+        )
+        raise typer.Exit(2)
+    raise typer.Exit(
+        run_import(
+            files,
+            cfg.import_context(),
+            cfg.imports.by_format(),
+            report_path=report,
+            hub_url=None if dry_run else hub_url,
+            api_key=None if dry_run else api_key,
+            fmt=fmt,
+            batch=batch,
+            json_out=json_out,
+            console=console,
+        )
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -18,7 +18,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tillflow.errors import INFRASTRUCTURE, ConfigError
+from tillflow.formats.csv_batch import CsvSettings
+from tillflow.formats.policy import PolicyMaps
+from tillflow.formats.poslog import PoslogSettings
+from tillflow.formats.records import ImportContext
+from tillflow.formats.shopify import ShopifySettings
+from tillflow.formats.square import SquareSettings
 from tillflow.model import Store
+from tillflow.model.base import CurrencyCode
 
 
 class HubSettings(BaseModel):
@@ -122,6 +129,23 @@ class BusSettings(BaseModel):
     replicas: int = Field(default=1, ge=1, le=5)
 
 
+class ImportSettings(BaseModel):
+    """How inputs in the POS and platform formats are read (`tillflow import`, the gateway's
+    POSLog endpoint, the edge agent's drop folder)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_timezone: str = "UTC"  # for till times without an offset, of stores not configured
+    default_currency: CurrencyCode = "EUR"
+    poslog: PoslogSettings = PoslogSettings()
+    csv: CsvSettings = CsvSettings()
+    shopify: ShopifySettings = ShopifySettings()
+    square: SquareSettings = SquareSettings()
+
+    def by_format(self) -> dict[str, BaseModel]:
+        return {"poslog": self.poslog, "csv": self.csv, "shopify": self.shopify, "square": self.square}
+
+
 class TillflowConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TILLFLOW_", env_nested_delimiter="__", extra="forbid")
 
@@ -129,6 +153,17 @@ class TillflowConfig(BaseSettings):
     bus: BusSettings = BusSettings()
     stores: list[Store] = []
     flows: dict[FlowName, FlowSettings] = {}
+    policy: PolicyMaps = PolicyMaps()
+    imports: ImportSettings = ImportSettings()
+
+    def import_context(self) -> ImportContext:
+        """What the format parsers need: the stores, the policy maps, the defaults."""
+        return ImportContext(
+            stores={s.store_id: s for s in self.stores},
+            policy=self.policy,
+            default_timezone=self.imports.default_timezone,
+            default_currency=self.imports.default_currency,
+        )
 
     def flow(self, name: FlowName) -> FlowSettings:
         """The settings of one flow (defaults unless configured)."""

@@ -45,7 +45,6 @@ class PoisonEventError(FlowError):
     runner sends it to dead letters at once."""
 
 
-
 class FormatError(TillflowError, ValueError):
     """Raised when an input as a whole cannot be read (not the format it claims, not
     well-formed, too large, unsafe): nothing of it is imported, and the message says why.
@@ -54,6 +53,7 @@ class FormatError(TillflowError, ValueError):
 
 class ImportAbortedError(TillflowError):
     """Raised when an import cannot go on: the hub is unreachable or refuses the batch."""
+
 
 # Failures of what carries the work, not of the work itself: the runner retries the batch
 # without counting them against its events, and no flow's retry policy may reclassify them.

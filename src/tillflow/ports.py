@@ -147,6 +147,7 @@ class Verdict(StrEnum):
     DUPLICATE = "duplicate"
     CONFLICT = "conflict"
     INVALID = "invalid"
+    NOT_POSTED = "not_posted"  # read and kept in the answer, never posted (a POSLog sign-on, a no-sale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from tillflow.bus.runner import ConsumerRunner
 from tillflow.config import TillflowConfig
+from tillflow.formats.records import ImportContext
 from tillflow.ports import EventLog, InventoryLedger, KeyStore, StatsReader, TransactionStore
 
 
@@ -22,6 +23,7 @@ class Services:
     keys: KeyStore
     stats: StatsReader
     consumer_groups: tuple[str, ...]
+    import_context: ImportContext  # stores and policy maps, for the formats the gateway reads
     make_consumers: Callable[[], list[ConsumerRunner]]
     close: Callable[[], None]
 

@@ -8,6 +8,7 @@ are written in one commit.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,16 +17,10 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from tillflow.formats import poslog
+from tillflow.formats.records import ImportContext, Imported, Quarantined, field_path
 from tillflow.model import Transaction, TransactionRef
 from tillflow.ports import IncomingTransaction, Principal, TransactionStore, Verdict
-
-
-def field_path(loc: Sequence[int | str]) -> str:
-    """A pydantic error location as a readable path: ``lines[0].quantity`` (``$``: the record)."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "$"
 
 
 def errors_of(exc: ValidationError) -> list[dict[str, str]]:
@@ -116,3 +111,31 @@ def _id_hint(record: Any) -> str | None:
     except ValidationError:
         return None
     return ref.transaction_id
+
+
+def poslog_records(
+    body: bytes, context: ImportContext, settings: Any
+) -> tuple[list[tuple[int, dict[str, Any]]], list[RecordResult]]:
+    """A POSLog document's transactions as canonical records (with their position in the
+    document), and the answers already known: quarantined ones are invalid with the field and
+    reason, control transactions are not posted. Raises FormatError for an unreadable document."""
+    records: list[tuple[int, dict[str, Any]]] = []
+    known: list[RecordResult] = []
+    for parsed in poslog.parse(io.BytesIO(body), context, name="request", settings=settings):
+        index = parsed.source.index - 1
+        if isinstance(parsed, Imported):
+            records.append((index, orjson.loads(parsed.transaction.model_dump_json())))
+        elif isinstance(parsed, Quarantined):
+            reason = parsed.reason + (f" ({_numbers(parsed.numbers)})" if parsed.numbers else "")
+            known.append(
+                RecordResult(index, Verdict.INVALID, None, [{"field": parsed.field, "reason": reason}])
+            )
+        else:
+            known.append(
+                RecordResult(index, Verdict.NOT_POSTED, None, [{"field": "$", "reason": parsed.kind}])
+            )
+    return records, known
+
+
+def _numbers(numbers: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in numbers.items())

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from tillflow.errors import FormatError
 from tillflow.hub.auth import require_key
-from tillflow.hub.ingest import forbidden_records, ingest_records
+from tillflow.hub.ingest import RecordResult, forbidden_records, ingest_records, poslog_records
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import Transaction
@@ -36,7 +38,13 @@ _BATCH_SCHEMA = {
                         }
                     },
                 }
-            }
+            },
+            "application/xml": {
+                "schema": {
+                    "type": "string",
+                    "description": "an ARTS POSLog document (2.x or 6.0); answered per Transaction element",
+                }
+            },
         },
     }
 }
@@ -62,18 +70,33 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
     services = request.app.state.services
     hub = services.config.hub
     body = await read_body(request, hub.max_body_bytes)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Problem(400, "Malformed JSON", str(exc), type_="malformed-json") from exc
-    records = doc.get("transactions") if isinstance(doc, dict) else None
-    if not isinstance(records, list):
-        raise Problem(400, "Not a batch", 'the body is {"transactions": [...]}', type_="not-a-batch")
-    if len(records) > hub.max_batch_records:
+    positions: list[int] | None = None  # where each record sits in a POSLog document
+    known: list[RecordResult] = []  # answers the POSLog parser already gave
+    if _media_type(request) in XML_TYPES:
+        try:
+            parsed, known = await run_in_threadpool(
+                poslog_records, body, services.import_context, services.config.imports.poslog
+            )
+        except FormatError as exc:
+            raise Problem(400, "Unreadable POSLog", str(exc), type_="malformed-xml") from exc
+        positions = [i for i, _ in parsed]
+        records: list[Any] = [r for _, r in parsed]
+        count = len(records) + len(known)
+    else:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, "Malformed JSON", str(exc), type_="malformed-json") from exc
+        found = doc.get("transactions") if isinstance(doc, dict) else None
+        if not isinstance(found, list):
+            raise Problem(400, "Not a batch", 'the body is {"transactions": [...]}', type_="not-a-batch")
+        records = found
+        count = len(records)
+    if count > hub.max_batch_records:
         raise Problem(
             413,
             "Batch too large",
-            f"{len(records)} records; the limit is {hub.max_batch_records}",
+            f"{count} records; the limit is {hub.max_batch_records}",
             type_="batch-too-large",
         )
     forbidden = forbidden_records(records, principal, services.config.store_ids())
@@ -83,15 +106,29 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
     results = await run_in_threadpool(
         ingest_records, records, services.transactions, traceparent=traceparent, received_at=received_at
     )
+    if positions is not None:  # answer per transaction of the POSLog document, in its order
+        for result in results:
+            result.index = positions[result.index]
+        results = sorted([*results, *known], key=lambda r: r.index)
     request.app.state.wake_consumers()
     counts = Counter(r.status.value for r in results)
     return json_response(
-        {"results": [r.as_json() for r in results], "summary": {k: counts.get(k, 0) for k in _STATUSES}},
+        {
+            "results": [r.as_json() for r in results],
+            # a POSLog document may also hold what is never posted (sign-on/off, no-sale)
+            "summary": {k: counts.get(k, 0) for k in (_STATUSES if positions is None else _XML_STATUSES)},
+        },
         headers={"traceparent": traceparent},
     )
 
 
 _STATUSES = ("accepted", "duplicate", "conflict", "invalid")
+_XML_STATUSES = (*_STATUSES, "not_posted")
+XML_TYPES = frozenset({"application/xml", "text/xml"})
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def _find(request: Request, transaction_id: str, principal: Principal) -> StoredTransaction:
