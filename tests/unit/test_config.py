@@ -138,3 +138,17 @@ class TestRetryableErrors:
         finally:
             services.close()
         assert (runner.policy.non_retryable, runner.policy.retryable) == ((KeyError,), (OverflowError,))
+
+
+class TestTheReadmeConfig:
+    def test_the_configuration_shown_in_the_readme_loads(self, tmp_path: Path) -> None:
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+        block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+        (tmp_path / "tillflow.yaml").write_text(block)
+
+        config = load_config(tmp_path / "tillflow.yaml")
+
+        context = config.import_context()
+        assert context.store_id("9") == "S009"
+        assert context.tender_kind("S009", ["CHECK"], "tender").value == "voucher"
+        assert "backoffice" in config.imports.csv.layouts
