@@ -8,7 +8,9 @@ quarantine report, a CSV file; everything else goes through. `--dry-run` parses 
 without sending; with `--json` each canonical transaction is printed as one JSON line.
 
 Exit status: 0 when every record was imported (or, dry, would be), 3 when some were
-quarantined or refused, 2 when a file could not be read at all or the hub could not be reached.
+quarantined or refused (invalid, or in conflict with what the hub holds under the same till
+identity), 2 when a file could not be read at all or the hub could not be reached or refused
+a batch (the import stops there).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import csv
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -47,6 +49,7 @@ class FileSummary:
     hub: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     error: str | None = None
+    aborted: bool = False  # the hub could not take a batch: what came before it was sent
 
 
 class QuarantineReport:
@@ -156,6 +159,12 @@ class Importer:
                 self._flush(summary, everything=True)
         except FormatError as exc:
             summary.error = str(exc)
+        except ImportAbortedError as exc:
+            summary.error = (
+                f"import stopped: {exc} (batches sent before stay sent; running the import again is"
+                " safe: what the hub took comes back as duplicates)"
+            )
+            summary.aborted = True
         if progress is not None and task is not None:
             progress.update(task, completed=size)
         summary.seconds = time.perf_counter() - started
@@ -195,16 +204,22 @@ class Importer:
         for (parsed, _), result in zip(pending, results, strict=True):
             status = result["status"]
             summary.hub[status] += 1
+            src = parsed.source
             if status == "invalid":
-                src = parsed.source
                 for error in result.get("errors", []):
                     self.report.add(
                         src.name, src.index, src.locator, "hub", error["field"], error["reason"], {}
                     )
+            elif status == "conflict":
+                reason = (
+                    f"the hub already holds {result.get('transaction_id')} with other content:"
+                    " refused and recorded as a conflict, the original kept"
+                )
+                self.report.add(src.name, src.index, src.locator, "hub", "$", reason, {})
 
 
 def run_import(
-    paths: Iterable[Path],
+    paths: Sequence[Path],
     context: ImportContext,
     settings: Mapping[str, Any],
     *,
@@ -230,7 +245,6 @@ def run_import(
         emit=_json_lines(stdout) if json_out else None,
     )
     summaries: list[FileSummary] = []
-    failed = False
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -241,18 +255,20 @@ def run_import(
         ) as progress:
             for path in paths:
                 summaries.append(importer.import_file(path, progress))
-    except ImportAbortedError as exc:
-        console.print(f"[red]{exc}[/red]")
-        failed = True
+                if summaries[-1].aborted:  # the hub is away or refuses: later files would fare alike
+                    skipped = [str(p) for p in paths if p not in {s.path for s in summaries}]
+                    if skipped:
+                        console.print(f"[red]not imported: {', '.join(skipped)}[/red]")
+                    break
     finally:
         report.close()
         if hub is not None:
             hub.close()
         stdout.flush()
     _print_summary(summaries, report, dry=hub is None, console=console)
-    if failed or any(s.error for s in summaries):
+    if any(s.error for s in summaries):
         return EXIT_USAGE
-    refused = sum(s.quarantined + s.hub["invalid"] for s in summaries)
+    refused = sum(s.quarantined + s.hub["invalid"] + s.hub["conflict"] for s in summaries)
     return EXIT_PARTIAL if refused else EXIT_OK
 
 
