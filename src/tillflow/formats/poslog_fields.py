@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from lxml import etree
 
@@ -38,17 +38,38 @@ _ARTS_TAGS: dict[str, str] = {}
 _PLAIN_TAGS: dict[str, str] = {}
 
 
+# the local name of each vendor tag seen ("" for an ARTS or unqualified one), kept for the next
+# element; bounded, since an input may use any number of names
+_VENDOR_LOCAL: dict[object, str] = {}
+_VENDOR_LOCAL_MAX = 4096
+
+
+def _vendor_local(tag: object) -> str:
+    """The local name of a vendor tag, "" for any other; remembered in `_VENDOR_LOCAL`."""
+    local = (
+        tag[tag.find("}") + 1 :] if type(tag) is str and tag[0] == "{" and not tag.startswith(_ARTS) else ""
+    )
+    if len(_VENDOR_LOCAL) >= _VENDOR_LOCAL_MAX:
+        _VENDOR_LOCAL.clear()
+    _VENDOR_LOCAL[tag] = local
+    return local
+
+
 class Parts:
     """The children of an element, read in one pass, for lookups by local name: ARTS ones in
     `ns` (the ARTS namespace, or none for a POSLog without one), vendor ones in any other."""
 
-    __slots__ = ("_by_tag", "_el", "_ns", "_tags", "_vendor")
+    __slots__ = ("_by_tag", "_children", "_ns", "_tags", "_vendor", "element")
 
     def __init__(self, el: Element, ns: str) -> None:
-        self._el = el
+        self.element = el
+        # a slice: the quickest list of the children (kept, so `all` reads their cached tags);
+        # the stubs know only integer indexes
+        children: list[Element] = cast("Any", el)[:]
+        self._children = children
         self._ns = ns
         self._tags = _ARTS_TAGS if ns else _PLAIN_TAGS
-        self._by_tag: dict[object, Element] = {child.tag: child for child in el}
+        self._by_tag: dict[object, Element] = {child.tag: child for child in children}
         self._vendor: dict[str, Element] | None = None
 
     def _tag(self, name: str) -> str:
@@ -70,7 +91,7 @@ class Parts:
     def all(self, name: str) -> list[Element]:
         """Every child of that name (for the repeating ones: LineItem, Total, Tax...)."""
         tag = self._tag(name)
-        return list(self._el.iterchildren(tag)) if tag in self._by_tag else []
+        return [child for child in self._children if child.tag == tag] if tag in self._by_tag else []
 
     def names(self) -> list[str]:
         """The local names of the ARTS children, in document order."""
@@ -79,15 +100,21 @@ class Parts:
             tag[cut:] for tag in self._by_tag if type(tag) is str and tag.startswith(ns) and tag[cut] != "{"
         ]
 
+    def of(self, el: Element) -> Parts:
+        """The children of `el`, a child found here by its ARTS name (so in the same namespace)."""
+        return Parts(el, self._ns)
+
     def vendor(self, name: str) -> Element | None:
         """A child of any namespace but ARTS, by local name (``acs:OperatorSequence``)."""
         found = self._vendor
         if found is None:
-            found = self._vendor = {
-                tag[tag.find("}") + 1 :]: child
-                for tag, child in self._by_tag.items()
-                if type(tag) is str and tag[0] == "{" and not tag.startswith(_ARTS)
-            }
+            found = self._vendor = {}
+            for tag, child in self._by_tag.items():
+                local = _VENDOR_LOCAL.get(tag)
+                if local is None:
+                    local = _vendor_local(tag)
+                if local:
+                    found[local] = child
         return found.get(name)
 
     def vendor_text(self, name: str) -> str:
@@ -140,14 +167,25 @@ def vendor_attrs(el: Element, names: frozenset[str]) -> list[str]:
     ]
 
 
+# the values of the number texts read so far (prices, quantities and amounts repeat), bounded
+_DECIMALS: dict[str, Decimal] = {}
+_DECIMALS_MAX = 4096
+
+
 def decimal_of(text: str, where: str) -> Decimal:
     """A plain decimal ("12.30", "-1.0000"): no exponent, no separators, at most 24 characters and
     below 10**12, so that no sum or quotient of a transaction outgrows Decimal's precision."""
+    value = _DECIMALS.get(text)
+    if value is not None:
+        return value
     if len(text) > 24 or not _NUMBER.fullmatch(text):
         raise RecordError(where, f"{text[:24]!r} is not a decimal number")
     value = Decimal(text)
     if value and value.adjusted() >= 12:
         raise RecordError(where, f"{text} is out of range")
+    if len(_DECIMALS) >= _DECIMALS_MAX:
+        _DECIMALS.clear()
+    _DECIMALS[text] = value
     return value
 
 
