@@ -20,10 +20,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from tillflow.errors import INFRASTRUCTURE, ConfigError
 from tillflow.formats.csv_batch import CsvSettings
 from tillflow.formats.policy import PolicyMaps
-from tillflow.formats.poslog import PoslogSettings
 from tillflow.formats.records import ImportContext
-from tillflow.formats.shopify import ShopifySettings
-from tillflow.formats.square import SquareSettings
+from tillflow.formats.settings import PoslogSettings, ShopifySettings, SquareSettings
 from tillflow.model import Store
 from tillflow.model.base import CurrencyCode
 

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO, Final, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import BinaryIO, Final
 
 from tillflow.formats import poslog_write
 from tillflow.formats.poslog_fields import ARTS_NS
 from tillflow.formats.poslog_read import TransactionReader
 from tillflow.formats.records import ImportContext, Parsed
+from tillflow.formats.settings import PoslogSettings
 from tillflow.formats.xmlsafe import iter_records
 from tillflow.model import Transaction
-from tillflow.model.base import Ident
 
 NAME: Final = "poslog"
 
@@ -41,33 +39,6 @@ _ROOT = re.compile(
     + rb")?<(?:[A-Za-z_][\w.\-]*:)?POSLog[\s/>]",
     re.S,
 )
-
-
-class PoslogSettings(BaseModel):
-    """How POSLog inputs are read (the `formats.poslog` section of the config)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    """An input larger than this is refused (checked while reading)."""
-    weight_uom: Literal["KG", "LB", "G"] | None = None
-    """The unit of NCR weighed lines (acs:weightItem), which state none: None means pounds for
-    transactions in USD and kilograms otherwise."""
-    inclusive_tax_types: frozenset[str] = frozenset({"VAT", "GST"})
-    """TaxType values whose amounts are in the shelf price, when a tax does not say."""
-    vendor_tender_fields: tuple[str, ...] = (
-        "TenderDescription",
-        "PaymentTypeExternalId",
-        "PaymentTypeDescription",
-    )
-    """Vendor attributes or elements of a Tender (any namespace but ARTS) whose values are tried
-    against the tender policy map after TenderID and before TenderType (NCR acs:TenderDescription
-    "TenderType12"; ROQQIO fu:PaymentTypeExternalId "1", fu:PaymentTypeDescription "Bar")."""
-    summary_tax_code: Ident = "TAX"
-    """The tax code (before the policy's tax map) of a tax that names none, and of the tax line
-    made from TransactionTaxAmount when a transaction has no tax line items (ROQQIO)."""
-    item_fields: frozenset[str] = frozenset({"POSItemID", "ItemID", "GTIN", "UPC", "EAN"})
-    """Elements holding article numbers: a valid GTIN there is not taken for a card number."""
 
 
 def sniff(head: bytes) -> bool:

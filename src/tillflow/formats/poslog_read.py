@@ -56,7 +56,7 @@ from tillflow.formats.xmlsafe import local_name
 from tillflow.model import MINOR_UNITS, LineAction, TenderKind, Transaction
 
 if TYPE_CHECKING:
-    from tillflow.formats.poslog import PoslogSettings
+    from tillflow.formats.settings import PoslogSettings
 
 _PRICE = Decimal("0.000001")
 _HUNDRED = Decimal(100)

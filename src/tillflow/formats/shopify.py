@@ -59,8 +59,6 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, BinaryIO, Final
 
-from pydantic import BaseModel, ConfigDict
-
 from tillflow.formats.commerce import (
     ZERO,
     BadLine,
@@ -100,6 +98,7 @@ from tillflow.formats.records import (
     RecordError,
     SourceRef,
 )
+from tillflow.formats.settings import ShopifySettings
 from tillflow.model import (
     Customer,
     ItemType,
@@ -114,7 +113,6 @@ from tillflow.model import (
     TransactionRef,
     minor_unit,
 )
-from tillflow.model.base import Ident
 
 NAME: Final = "shopify"
 _MARKERS: Final = (
@@ -140,23 +138,6 @@ _WRAPPERS: Final = {
     "tender_transactions": "tender",
 }
 NOT_OURS: Final = "not a Shopify order, refund or payment transaction"
-
-
-class ShopifySettings(BaseModel):
-    """How a Shopify shop maps onto canonical identities (the shop is configured as a store of
-    the eCommerce channel)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    store_id: Ident = "WEB"  # orders without a location_id: the online store
-    register_id: Ident = "shopify"
-    refund_register_id: Ident = "shopify-refunds"  # refund ids never meet order numbers
-    customer_program: Ident = "shopify"
-    custom_sku: Ident = "CUSTOM"  # a custom line item: no sku, variant or product
-    shipping_sku: Ident = "SHIPPING"
-    tip_sku: Ident = "TIP"
-    adjustment_sku: Ident = "REFUND-ADJUSTMENT"
-    taxes_included_default: bool = False  # a refund of an order not read with it: inclusive?
 
 
 def sniff(head: bytes) -> bool:

@@ -52,8 +52,6 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, BinaryIO, Final
 
-from pydantic import BaseModel, ConfigDict
-
 from tillflow.formats.commerce import (
     ZERO,
     BadLine,
@@ -91,6 +89,7 @@ from tillflow.formats.records import (
     RecordError,
     SourceRef,
 )
+from tillflow.formats.settings import SquareSettings
 from tillflow.model import (
     Customer,
     ItemType,
@@ -105,7 +104,6 @@ from tillflow.model import (
     TransactionKind,
     round_to_minor,
 )
-from tillflow.model.base import Ident
 
 NAME: Final = "square"
 _MARKERS: Final = (
@@ -128,20 +126,6 @@ _WRAPPERS: Final = {
 _NON_STOCK: Final = frozenset({"GIFT_CARD", "CUSTOM_AMOUNT"})
 _UNCOUNTED_CARD: Final = frozenset({"VOIDED", "FAILED"})
 NOT_OURS: Final = "not a Square order, payment or refund"
-
-
-class SquareSettings(BaseModel):
-    """How a Square seller maps onto canonical identities (each location an aliased store)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    store_id: Ident = "SQUARE"  # a record without a location_id
-    register_id: Ident = "square"
-    customer_program: Ident = "square"
-    custom_sku: Ident = "CUSTOM"  # a line without a catalog object (custom amount)
-    service_charge_sku: Ident = "SERVICE-CHARGE"
-    tip_sku: Ident = "TIP"
-    refund_sku: Ident = "REFUND"  # the one line of a payment refund
 
 
 def sniff(head: bytes) -> bool:

@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from tillflow.formats import poslog
 from tillflow.formats.records import ImportContext, Imported, Quarantined, field_path
 from tillflow.model import Transaction, TransactionRef
 from tillflow.ports import IncomingTransaction, Principal, TransactionStore, Verdict
@@ -119,6 +118,8 @@ def poslog_records(
     """A POSLog document's transactions as canonical records (with their position in the
     document), and the answers already known: quarantined ones are invalid with the field and
     reason, control transactions are not posted. Raises FormatError for an unreadable document."""
+    from tillflow.formats import poslog  # lxml and the reader load only where POSLog arrives
+
     records: list[tuple[int, dict[str, Any]]] = []
     known: list[RecordResult] = []
     for parsed in poslog.parse(io.BytesIO(body), context, name="request", settings=settings):
