@@ -55,6 +55,36 @@ class ImportAbortedError(TillflowError):
     """Raised when an import cannot go on: the hub is unreachable or refuses the batch."""
 
 
+class ConnectorError(TillflowError):
+    """Raised when a downstream system (loyalty platform, ERP) could not take a request."""
+
+
+class DownstreamRejectedError(ConnectorError):
+    """Raised when the downstream system refuses a request for good (a validation error, an
+    unknown account, a closed period): retrying will not help; its reason is kept."""
+
+    def __init__(self, system: str, reason: str, *, status: int | None = None) -> None:
+        super().__init__(f"{system} refused: {reason}")
+        self.system = system
+        self.reason = reason
+        self.status = status
+
+
+class DownstreamUnavailableError(ConnectorError):
+    """Raised when the downstream system is away, in maintenance, throttling or too slow: try
+    again later (after `retry_after` seconds when it said)."""
+
+    def __init__(self, system: str, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(f"{system} unavailable: {reason}")
+        self.system = system
+        self.retry_after = retry_after
+
+
 # Failures of what carries the work, not of the work itself: the runner retries the batch
 # without counting them against its events, and no flow's retry policy may reclassify them.
-INFRASTRUCTURE: tuple[type[BaseException], ...] = (StorageError, EventLogError, OSError)
+INFRASTRUCTURE: tuple[type[BaseException], ...] = (
+    StorageError,
+    EventLogError,
+    OSError,
+    DownstreamUnavailableError,
+)

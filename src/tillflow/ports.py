@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
-from tillflow.model import CloudEvent, InventoryMovement, LoggedEvent, Transaction
+from tillflow.model import CloudEvent, InventoryMovement, Journal, LoggedEvent, Transaction
 
 
 class EventLog(Protocol):
@@ -269,3 +269,133 @@ class StatsReader(Protocol):
     def ping_store(self) -> None:
         """Return when the state store answers; raise StorageError when it does not."""
         ...
+
+
+# --- downstream systems: the loyalty platform and the ERP ------------------------------------
+# Every write takes an idempotency key: the same key again returns the first answer (marked
+# `repeated`), never a second effect. Adapters raise `DownstreamRejectedError` when the system
+# refuses a request for good (its reason kept) and `DownstreamUnavailableError` when it is
+# away, throttling or slow (with its Retry-After when it gave one).
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: str
+    program: str
+    tier: str
+    balance: int  # points available now (holds already subtracted)
+    held: int = 0  # points reserved by open holds
+
+
+@dataclass(frozen=True)
+class EarningLine:
+    """What a line of a transaction contributes to earning: its net amount and category."""
+
+    amount: Decimal
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class PointsMove:
+    """One entry of a member's points ledger, as the platform answered it."""
+
+    entry_id: str
+    member_id: str
+    points: int  # signed: accruals positive, reversals and redemptions negative
+    balance: int  # after this entry
+    repeated: bool = False  # the answer to an idempotency key already used
+
+
+class HoldState(StrEnum):
+    HELD = "held"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class PointsHold:
+    hold_id: str
+    member_id: str
+    points: int
+    state: HoldState
+    expires_at: datetime
+    transaction_id: str | None = None  # the transaction that committed it
+    repeated: bool = False
+
+
+class LoyaltyPlatform(Protocol):
+    """The loyalty SaaS: rules, tiers and the points ledger live there; the hub orchestrates."""
+
+    def find_member(self, member_id: str, *, program: str = "default") -> Member | None: ...
+
+    def accrue(
+        self,
+        member_id: str,
+        *,
+        program: str,
+        transaction_id: str,
+        currency: str,
+        lines: Sequence[EarningLine],
+        idempotency_key: str,
+    ) -> PointsMove:
+        """Earn points for a completed transaction; the platform's rules decide how many."""
+        ...
+
+    def reverse(
+        self, member_id: str, *, program: str, transaction_id: str, points: int | None, idempotency_key: str
+    ) -> PointsMove:
+        """Take back points a transaction earned (`points`, or all of them when None)."""
+        ...
+
+    def reserve(
+        self, member_id: str, *, program: str, points: int, ttl: timedelta, idempotency_key: str
+    ) -> PointsHold:
+        """Hold points during checkout; they cannot be held or spent twice while held."""
+        ...
+
+    def commit(self, hold_id: str, *, transaction_id: str, idempotency_key: str) -> PointsHold:
+        """Spend a held reservation for a completed transaction."""
+        ...
+
+    def release(self, hold_id: str, *, idempotency_key: str) -> PointsHold:
+        """Give held points back (a void, an abandoned checkout)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PostingReceipt:
+    external_id: str  # tillflow's id of what was posted (the journal id, the movements batch id)
+    document_number: str  # the ERP's
+    posted_at: datetime
+    repeated: bool = False
+
+
+@dataclass(frozen=True)
+class TrialBalanceLine:
+    account: str
+    currency: str
+    debit: Decimal
+    credit: Decimal
+
+
+class ErpSystem(Protocol):
+    """The ERP: a general ledger with a chart of accounts, fiscal periods and stock."""
+
+    def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt: ...
+
+    def posting_status(self, external_id: str) -> PostingReceipt | None:
+        """What the ERP holds under one of our ids (None: never posted)."""
+        ...
+
+    def post_movements(
+        self,
+        store_id: str,
+        business_day: date,
+        movements: Sequence[InventoryMovement],
+        *,
+        batch_id: str,
+        idempotency_key: str,
+    ) -> PostingReceipt: ...
+
+    def trial_balance(self, store_id: str, business_day: date) -> list[TrialBalanceLine]: ...
