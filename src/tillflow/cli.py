@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ schema_app = typer.Typer(help="JSON Schema of the canonical model.", no_args_is_
 app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(ops.dlq_app, name="dlq")
+sim_app = typer.Typer(
+    help="Reference downstream services (their own process and SQLite file).", no_args_is_help=True
+)
+app.add_typer(sim_app, name="sim")
 app.command("lag")(ops.lag)
 app.command("replay")(ops.replay)
 console = Console(stderr=True)
@@ -148,6 +152,54 @@ def demo(
         console.print(f"[red]--bus is sqlite or jetstream, not {bus}[/red]")
         raise typer.Exit(2)
     sys.exit(run_demo(settings))
+
+
+SimDirOpt = Annotated[Path, typer.Option("--data-dir", help="where the service keeps its SQLite file")]
+SimSettingsOpt = Annotated[
+    Path | None, typer.Option("--settings", help="YAML file with the service's settings (defaults otherwise)")
+]
+
+
+def _sim_settings(model: type[Any], path: Path | None) -> Any:
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(path.read_text()) if path is not None else None
+        return model.model_validate(raw or {})
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        console.print(f"[red]{path}: {exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@sim_app.command("loyalty")
+def sim_loyalty(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8710,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    data_dir: SimDirOpt = Path("data"),
+    settings: SimSettingsOpt = None,
+) -> None:
+    """Run the reference loyalty SaaS: members, tiers, earning rules, points ledger, holds."""
+    from tillflow.sim.loyalty import LoyaltySimSettings, serve
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"reference loyalty service on http://{host}:{port}")
+    serve(port, data_dir / "loyalty.db", host=host, settings=_sim_settings(LoyaltySimSettings, settings))
+
+
+@sim_app.command("erp")
+def sim_erp(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8720,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    data_dir: SimDirOpt = Path("data"),
+    settings: SimSettingsOpt = None,
+) -> None:
+    """Run the reference ERP: chart of accounts, fiscal periods, journals, stock, trial balance."""
+    from tillflow.sim.erp import ErpSimSettings, serve
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"reference ERP on http://{host}:{port}")
+    serve(port, data_dir / "erp.db", host=host, settings=_sim_settings(ErpSimSettings, settings))
 
 
 @app.command("import")
