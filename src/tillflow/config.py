@@ -105,7 +105,11 @@ class FlowSettings(BaseModel):
     ordered: bool = True  # keep a store's events in till order when one fails
     # errors that send an event to dead letters at once (no retry will fix it), by dotted path
     # or builtin name; an error that is also of a `retryable_errors` class is retried (it wins)
-    non_retryable_errors: list[ExceptionName] = ["tillflow.errors.PoisonEventError", "ValueError"]
+    non_retryable_errors: list[ExceptionName] = [
+        "tillflow.errors.PoisonEventError",
+        "ValueError",
+        "tillflow.errors.DownstreamRejectedError",
+    ]
     retryable_errors: list[ExceptionName] = []
 
     def non_retryable(self) -> tuple[type[Exception], ...]:

@@ -7,6 +7,12 @@
     ├── EventLogError          Raised when the event log cannot append, fetch or acknowledge.
     ├── FlowError              Raised when a flow cannot apply an event.
     │   └── PoisonEventError   Raised when an event can never be applied as it is.
+    ├── FormatError            Raised when an input as a whole cannot be read.
+    ├── ImportAbortedError     Raised when an import cannot go on.
+    ├── ConnectorError         Raised when a downstream system could not take a request.
+    │   ├── DownstreamRejectedError     ...refused it for good (its reason kept).
+    │   └── DownstreamUnavailableError  ...is away, throttling or slow: try again later.
+    │       └── DownstreamPausedError   ...is held back by its connector (breaker, maintenance).
     └── Problem (hub)          Raised when an HTTP request is answered with an RFC 9457 problem.
 
 Driver errors (sqlite3, psycopg, httpx) are translated at the adapter boundary with
@@ -74,10 +80,28 @@ class DownstreamUnavailableError(ConnectorError):
     """Raised when the downstream system is away, in maintenance, throttling or too slow: try
     again later (after `retry_after` seconds when it said)."""
 
-    def __init__(self, system: str, reason: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, system: str, reason: str, *, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(f"{system} unavailable: {reason}")
         self.system = system
+        self.reason = reason
         self.retry_after = retry_after
+        self.status = status  # the HTTP status when the system answered (429, 503...)
+
+    @property
+    def throttled(self) -> bool:
+        """The system is up but asks us to slow down (HTTP 429)."""
+        return self.status == 429
+
+
+class DownstreamPausedError(DownstreamUnavailableError):
+    """Raised without calling the downstream system, when its connector holds calls back: the
+    circuit breaker is open, or a configured maintenance window is on. The consuming flow
+    pauses for `retry_after` seconds; no attempt is counted against its events."""
+
+    def __init__(self, system: str, reason: str, *, retry_after: float) -> None:
+        super().__init__(system, reason, retry_after=retry_after)
 
 
 # Failures of what carries the work, not of the work itself: the runner retries the batch

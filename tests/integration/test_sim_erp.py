@@ -461,6 +461,11 @@ class TestRateLimit:
             waits = [int(a.headers["retry-after"]) for a in throttled]
             assert min(waits) >= 1
             assert throttled[0].headers["content-type"] == "application/problem+json"
+            # every answer says where the caller stands: the first of the burst had 2 tokens left
+            assert answers[0].headers["x-ratelimit-limit"] == "1"
+            assert answers[0].headers["x-ratelimit-remaining"] == "2"
+            assert throttled[0].headers["x-ratelimit-remaining"] == "0"
+            assert 0 < float(throttled[0].headers["x-ratelimit-reset"]) <= 1
             assert erp.http.get("/healthz").status_code == 200  # only the business API is limited
 
             # a throttled request was neither posted nor remembered: sent again later, it posts

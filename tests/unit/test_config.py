@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tillflow.config import FlowSettings, dump_config, load_config
-from tillflow.errors import ConfigError, PoisonEventError
+from tillflow.errors import ConfigError, DownstreamRejectedError, PoisonEventError
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -85,8 +85,8 @@ class TestLoadConfig:
 
 
 class TestRetryableErrors:
-    def test_the_defaults_dead_letter_poison_and_value_errors(self) -> None:
-        assert FlowSettings().non_retryable() == (PoisonEventError, ValueError)
+    def test_the_defaults_dead_letter_poison_values_and_downstream_rejections(self) -> None:
+        assert FlowSettings().non_retryable() == (PoisonEventError, ValueError, DownstreamRejectedError)
         assert FlowSettings().retryable() == ()
 
     def test_error_names_resolve_to_their_classes(self, tmp_path: Path) -> None:

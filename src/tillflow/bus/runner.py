@@ -14,6 +14,12 @@ here. What a failure means depends on what failed:
   `RetryPolicy.non_retryable`): it goes to dead letters at once. A class listed in
   `RetryPolicy.retryable` wins over the non-retryable ones: an error that is an instance of
   both (say `json.JSONDecodeError`, a `ValueError`) is retried;
+- a downstream system held back by its connector (`DownstreamPausedError`: circuit open,
+  maintenance window): nothing is settled and nothing counted; the runner pauses for the
+  time the connector names (at most `MAX_PAUSE`), then tries the batch again. A downstream
+  system that answered "later" with a Retry-After is waited for at least that long;
+- the event refused for good by a downstream system (`DownstreamRejectedError`: an invalid
+  posting) is, by default, not retried: it goes to dead letters with the system's reason;
 - anything else: the batch is split and each event tried alone; the one that fails is
   nak'ed with exponential backoff and full jitter, and dead-lettered after `max_attempts`.
 
@@ -54,7 +60,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from tillflow.errors import INFRASTRUCTURE, PoisonEventError
+from tillflow.errors import (
+    INFRASTRUCTURE,
+    DownstreamPausedError,
+    DownstreamRejectedError,
+    DownstreamUnavailableError,
+    PoisonEventError,
+)
 from tillflow.model import LoggedEvent
 from tillflow.ports import EventLog
 
@@ -64,6 +76,7 @@ Handler = Callable[[Sequence[LoggedEvent]], object]
 SUSPECT_AFTER = 5  # consecutive outage failures of a batch before its events are suspected
 WAIT_MARGIN = 0.05  # seconds a waiting event is due after the event it waits for
 FORGET_BLOCKS_AFTER = 60.0  # seconds past its due time a blocker that has not come back is forgotten
+MAX_PAUSE = 30.0  # the longest a runner sleeps at once for a paused or throttling downstream system
 
 
 @dataclass(frozen=True)
@@ -78,7 +91,7 @@ class RetryPolicy:
     base_delay: float = 2.0
     max_delay: float = 600.0
     ordered: bool = True
-    non_retryable: tuple[type[BaseException], ...] = (PoisonEventError, ValueError)
+    non_retryable: tuple[type[BaseException], ...] = (PoisonEventError, ValueError, DownstreamRejectedError)
     retryable: tuple[type[BaseException], ...] = ()
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -108,6 +121,7 @@ class RunnerStats:
     naks: int = 0
     dead_letters: int = 0
     failures: int = 0
+    pauses: int = 0
     last_error: str | None = None
     handle_seconds: float = 0.0
 
@@ -284,6 +298,8 @@ class ConsumerRunner:
                 continue
             try:
                 self.handler([event])
+            except DownstreamPausedError:
+                raise  # the system is held back: the flow pauses, no event is to blame
             except INFRASTRUCTURE as exc:
                 if not suspect_events:
                     raise
@@ -358,14 +374,26 @@ class ConsumerRunner:
                 suspect = self.suspect_after is not None and failures >= self.suspect_after
                 handled = self.run_once(suspect_events=suspect)
                 failures = 0
+            except DownstreamPausedError as exc:
+                self.stats.pauses += 1
+                self.stats.last_error = describe(exc)
+                log.warning("consumer group %s pauses: %s", self.group, exc)
+                stop.wait(min(MAX_PAUSE, max(self.idle_wait, exc.retry_after or 0.0)))
+                continue
             except Exception as exc:  # the runner must outlive any backend failure
                 failures += 1
                 self.stats.failures += 1
                 self.stats.last_error = describe(exc)
-                log.exception("consumer group %s failed a batch", self.group)
+                if isinstance(exc, DownstreamUnavailableError):  # expected now and then: no traceback
+                    log.warning("consumer group %s: %s", self.group, exc)
+                else:
+                    log.exception("consumer group %s failed a batch", self.group)
                 with contextlib.suppress(Exception):  # the log may be what is failing
                     self.log.record_failure(self.group, self.stats.last_error)
-                stop.wait(self.rng.uniform(0, min(self.max_backoff, 0.1 * 2**failures)))
+                delay = self.rng.uniform(0, min(self.max_backoff, 0.1 * 2**failures))
+                if isinstance(exc, DownstreamUnavailableError) and exc.retry_after is not None:
+                    delay = max(delay, min(MAX_PAUSE, exc.retry_after))
+                stop.wait(delay)
                 continue
             if handled < self.batch_size:
                 self.wake.wait(self.idle_wait)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, replayed, segment
+from tillflow.connectors.resilience import Resilience
 from tillflow.model import InventoryMovement, Journal, JournalLine
 from tillflow.ports import PostingReceipt, TrialBalanceLine
 
@@ -33,6 +34,7 @@ class HttpErp(HttpConnector):
         connect_timeout: float = 3.0,
         max_connections: int = 20,
         system: str = "erp",
+        resilience: Resilience | None = None,
     ) -> None:
         super().__init__(
             base_url,
@@ -40,6 +42,7 @@ class HttpErp(HttpConnector):
             timeout=timeout,
             connect_timeout=connect_timeout,
             max_connections=max_connections,
+            resilience=resilience,
         )
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:

@@ -11,11 +11,15 @@ the ports' errors, so that every downstream system fails the same way for the ru
 - A 2xx whose body cannot be read: `DownstreamRejectedError` — a retry with the same idempotency
   key replays the same body, so retrying cannot help.
 
-Nothing is retried here: the resilience layer and the consumer runner decide that.
+With a `Resilience`, every request goes through it (maintenance windows, circuit breaker,
+throttle): an answer that says "later" (408, 429, 5xx) is raised inside it, so it can wait out a
+429 and count a failure, and `X-RateLimit-Remaining` / `X-RateLimit-Reset` hold its throttle.
+Without one, nothing is retried here: the consumer runner decides that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +30,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tillflow.connectors.resilience import Resilience
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
 
 T = TypeVar("T")
@@ -46,8 +51,10 @@ class HttpConnector:
         connect_timeout: float,
         max_connections: int,
         transport: httpx.BaseTransport | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.system = system
+        self.resilience = resilience
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -80,8 +87,29 @@ class HttpConnector:
         params: Mapping[str, str] | None = None,
         idempotency_key: str | None = None,
     ) -> httpx.Response:
-        """One request; no answer at all is Unavailable. The answer is returned unjudged."""
+        """One request, through the resilience layer when there is one. No answer at all, or an
+        answer that says "later", is Unavailable; any other answer is returned unjudged."""
         headers = {"idempotency-key": idempotency_key} if idempotency_key is not None else None
+
+        def exchange() -> httpx.Response:
+            answer = self._request(method, path, json=json, params=params, headers=headers)
+            if self.resilience is not None:
+                self.resilience.observe_limits(*rate_limit(answer))
+            if answer.status_code in RETRY_LATER or answer.status_code >= 500:
+                raise self.failure(answer)
+            return answer
+
+        return exchange() if self.resilience is None else self.resilience.call(exchange)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response:
         try:
             return self._client.request(method, path, json=json, params=params, headers=headers)
         except httpx.TimeoutException as exc:
@@ -117,7 +145,10 @@ class HttpConnector:
         if status in RETRY_LATER or status >= 500:
             where = f"{answer.request.method} {answer.request.url}"
             return DownstreamUnavailableError(
-                self.system, f"{where} answered {status}: {reason}", retry_after=retry_after(answer)
+                self.system,
+                f"{where} answered {status}: {reason}",
+                retry_after=retry_after(answer),
+                status=status,
             )
         return DownstreamRejectedError(self.system, reason, status=status)
 
@@ -181,6 +212,23 @@ def retry_after(answer: httpx.Response) -> float | None:
             return None
         seconds = (aware_utc(when) - datetime.now(UTC)).total_seconds()
     return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def rate_limit(answer: httpx.Response) -> tuple[int | None, float | None]:
+    """X-RateLimit-Remaining and X-RateLimit-Reset (seconds from now; a value past 10^9 is an
+    epoch time), each None when absent or unreadable."""
+    headers = answer.headers
+    remaining: int | None = None
+    reset: float | None = None
+    with contextlib.suppress(KeyError, ValueError):
+        remaining = int(headers["x-ratelimit-remaining"])
+    with contextlib.suppress(KeyError, ValueError):
+        reset = float(headers["x-ratelimit-reset"])
+    if reset is not None and not math.isfinite(reset):
+        reset = None
+    elif reset is not None and reset > 1e9:
+        reset = max(0.0, reset - datetime.now(UTC).timestamp())
+    return remaining, reset
 
 
 def aware_utc(when: datetime) -> datetime:

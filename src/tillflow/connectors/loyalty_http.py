@@ -23,6 +23,7 @@ from datetime import timedelta
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, problem, replayed, segment
+from tillflow.connectors.resilience import Resilience
 from tillflow.ports import EarningLine, HoldState, Member, PointsHold, PointsMove
 
 __all__ = ["HttpLoyalty"]
@@ -41,6 +42,7 @@ class HttpLoyalty(HttpConnector):
         connect_timeout: float = 2.0,
         max_connections: int = 20,
         system: str = "loyalty",
+        resilience: Resilience | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -49,6 +51,7 @@ class HttpLoyalty(HttpConnector):
             timeout=timeout,
             connect_timeout=connect_timeout,
             max_connections=max_connections,
+            resilience=resilience,
             transport=transport,
         )
 

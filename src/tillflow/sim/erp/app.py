@@ -171,17 +171,20 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
                 type_="maintenance",
                 headers={"retry-after": str(wait)},
             )
-        if bucket is not None:
-            wait_s = bucket.take()
-            if wait_s is not None:
-                return problem(
-                    429,
-                    "Too many requests",
-                    limit_detail,
-                    type_="rate-limited",
-                    headers={"retry-after": str(wait_s)},
-                )
-        return await call_next(request)
+        if bucket is None:
+            return await call_next(request)
+        wait_s, limits = bucket.take()
+        if wait_s is not None:
+            return problem(
+                429,
+                "Too many requests",
+                limit_detail,
+                type_="rate-limited",
+                headers={"retry-after": str(wait_s), **limits},
+            )
+        answer = await call_next(request)
+        answer.headers.update(limits)
+        return answer
 
     async def write(request: Request, model: type[JournalIn] | type[MovementBatchIn]) -> Response:
         key = request.headers.get("idempotency-key", "").strip()

@@ -90,7 +90,9 @@ class FaultInjector:
 
 class TokenBucket:
     """`per_second` tokens flow in, at most `burst` wait; a request takes one or is refused with
-    the whole seconds until the next token."""
+    the whole seconds until the next token. Every answer tells the caller where it stands, in
+    `X-RateLimit-Limit` (a second's worth), `-Remaining` (tokens left) and `-Reset` (seconds,
+    to the millisecond, until the next token)."""
 
     def __init__(self, limit: RateLimit) -> None:
         self._rate = limit.per_second
@@ -99,16 +101,24 @@ class TokenBucket:
         self._at = time.monotonic()
         self._lock = threading.Lock()
 
-    def take(self) -> int | None:
-        """None when admitted, otherwise the Retry-After in seconds (at least 1)."""
+    def take(self) -> tuple[int | None, dict[str, str]]:
+        """(None when admitted, otherwise the Retry-After in seconds (at least 1); the
+        X-RateLimit-* headers of the answer)."""
         with self._lock:
             now = time.monotonic()
             self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
             self._at = now
-            if self._tokens >= 1:
+            admitted = self._tokens >= 1
+            if admitted:
                 self._tokens -= 1
-                return None
-            return max(1, math.ceil((1 - self._tokens) / self._rate))
+            tokens = self._tokens
+        next_token = 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+        headers = {
+            "x-ratelimit-limit": f"{self._rate:g}",
+            "x-ratelimit-remaining": str(int(tokens)),
+            "x-ratelimit-reset": f"{next_token:.3f}",
+        }
+        return (None if admitted else max(1, math.ceil(next_token))), headers
 
 
 def maintenance_retry_after(windows: list[MaintenanceWindow], now: datetime) -> tuple[int, datetime] | None:
