@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from tillflow.bus.jetstream import JetStreamEventLog
 from tillflow.bus.runner import ConsumerRunner, Handler, RetryPolicy
 from tillflow.bus.sql import SQLEventLog
 from tillflow.config import FlowName, TillflowConfig
-from tillflow.flows import inventory
+from tillflow.connectors.resilience import Resilience
+from tillflow.flows import inventory, loyalty, posting
 from tillflow.model import LoggedEvent
-from tillflow.ports import EventLog
+from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
 from tillflow.services import Services
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.inventory import SQLInventoryLedger
 from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.migrate import upgrade_schema
+from tillflow.storage.postings import SQLPostingLog
 from tillflow.storage.stats import SQLStatsReader
 from tillflow.storage.transactions import SQLTransactionStore
 
@@ -51,9 +55,30 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             lambda: ConsumerRunner(sql_log, RELAY_GROUP, publish, batch_size=1000, suspect_after=None)
         )
     ledger = SQLInventoryLedger(engine)
+    transactions = SQLTransactionStore(engine)
+    postings = SQLPostingLog(engine)
+    downstream = Downstream(config, postings)
+    closers.insert(0, downstream.close)
 
     def apply_inventory(batch: Sequence[LoggedEvent]) -> int:
         return inventory.apply_inventory(batch, ledger=ledger)
+
+    def post_journals(batch: Sequence[LoggedEvent]) -> int:
+        assert downstream.erp is not None
+        accounts = config.posting.accounts
+        return posting.post_transactions(
+            batch, erp=downstream.erp, transactions=transactions, accounts=accounts
+        )
+
+    def accrue_points(batch: Sequence[LoggedEvent]) -> int:
+        assert downstream.loyalty is not None
+        return loyalty.accrue_points(batch, loyalty=downstream.loyalty, transactions=transactions)
+
+    flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory}
+    if downstream.erp_configured:
+        flows[posting.FLOW] = post_journals
+    if downstream.loyalty_configured:
+        flows[loyalty.FLOW] = accrue_points
 
     def consumer(name: FlowName, handler: Handler) -> ConsumerRunner:
         flow = config.flow(name)
@@ -68,7 +93,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
 
     def consumers() -> list[ConsumerRunner]:
-        return [*(relay() for relay in relays), consumer(inventory.FLOW, apply_inventory)]
+        return [*(relay() for relay in relays), *(consumer(name, handler) for name, handler in flows.items())]
 
     def close() -> None:
         for closer in closers:
@@ -77,12 +102,83 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     return Services(
         config=config,
         event_log=event_log,
-        transactions=SQLTransactionStore(engine),
+        transactions=transactions,
         inventory=ledger,
         keys=SQLKeyStore(engine),
         stats=SQLStatsReader(engine),
-        consumer_groups=(inventory.FLOW,),
+        consumer_groups=tuple(flows),
+        postings=postings,
+        downstream_figures=downstream.figures,
         import_context=config.import_context(),
         make_consumers=consumers,
         close=close,
     )
+
+
+class Downstream:
+    """The loyalty platform and the ERP (routed over its targets), each behind its own
+    resilience layer; the clients are made when a flow first needs them (the API process of
+    an `all` hub never does), and shared by every flow of the process."""
+
+    def __init__(self, config: TillflowConfig, postings: PostingLog) -> None:
+        self.settings = config.connectors
+        self.regions = {s.store_id: s.region for s in config.stores}
+        self.postings = postings
+        self.erp_configured = self.settings.erp_routing_or_default() is not None
+        self.loyalty_configured = self.settings.loyalty is not None
+        self.guards: dict[str, Resilience] = {}
+        self.closers: list[Callable[[], None]] = []
+
+    @functools.cached_property
+    def erp(self) -> ErpSystem | None:
+        from tillflow.connectors.erp_file import FileErp
+        from tillflow.connectors.erp_http import HttpErp
+        from tillflow.connectors.routing import RoutedErp
+        from tillflow.connectors.settings import ErpTarget
+
+        routing = self.settings.erp_routing_or_default()
+        if routing is None:
+            return None
+        targets: dict[ErpTarget, ErpSystem] = {}
+        cloud, legacy = self.settings.erp, self.settings.erp_legacy
+        if cloud is not None:
+            guard = self.guards["erp"] = Resilience("erp", cloud.resilience)
+            http = HttpErp(
+                cloud.url,
+                timeout=cloud.timeout,
+                connect_timeout=cloud.connect_timeout,
+                max_connections=cloud.max_connections,
+                resilience=guard,
+            )
+            self.closers.append(http.close)
+            targets["cloud"] = http
+        if legacy is not None:
+            guard = self.guards["erp-legacy"] = Resilience("erp-legacy", legacy.resilience)
+            targets["legacy"] = FileErp(legacy.directory, resilience=guard)
+        return RoutedErp(targets, routing, regions=self.regions, postings=self.postings)
+
+    @functools.cached_property
+    def loyalty(self) -> LoyaltyPlatform | None:
+        from tillflow.connectors.loyalty_http import HttpLoyalty
+
+        found = self.settings.loyalty
+        if found is None:
+            return None
+        guard = self.guards["loyalty"] = Resilience("loyalty", found.resilience)
+        client = HttpLoyalty(
+            found.url,
+            timeout=found.timeout,
+            connect_timeout=found.connect_timeout,
+            max_connections=found.max_connections,
+            resilience=guard,
+        )
+        self.closers.append(client.close)
+        return client
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """Each connector's resilience figures in this process (throttle, breaker, pauses)."""
+        return {system: guard.snapshot() for system, guard in self.guards.items()}
+
+    def close(self) -> None:
+        for closer in self.closers:
+            closer()

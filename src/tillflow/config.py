@@ -17,7 +17,9 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tillflow.connectors.settings import ConnectorSettings
 from tillflow.errors import INFRASTRUCTURE, ConfigError
+from tillflow.flows.posting import PostingAccounts
 from tillflow.formats.csv_batch import CsvSettings
 from tillflow.formats.policy import PolicyMaps
 from tillflow.formats.records import ImportContext
@@ -45,7 +47,7 @@ class HubSettings(BaseModel):
         return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
 
 
-FlowName = Literal["inventory"]  # the flows this release runs; a typo fails at start
+FlowName = Literal["inventory", "posting", "loyalty"]  # the flows this release runs; a typo fails at start
 
 
 @functools.cache
@@ -148,6 +150,14 @@ class ImportSettings(BaseModel):
         return {"poslog": self.poslog, "csv": self.csv, "shopify": self.shopify, "square": self.square}
 
 
+class PostingSettings(BaseModel):
+    """How sales become ERP journals: the chart-of-accounts map."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: PostingAccounts = PostingAccounts()
+
+
 class TillflowConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TILLFLOW_", env_nested_delimiter="__", extra="forbid")
 
@@ -157,6 +167,8 @@ class TillflowConfig(BaseSettings):
     flows: dict[FlowName, FlowSettings] = {}
     policy: PolicyMaps = PolicyMaps()
     imports: ImportSettings = ImportSettings()
+    connectors: ConnectorSettings = ConnectorSettings()
+    posting: PostingSettings = PostingSettings()
 
     def import_context(self) -> ImportContext:
         """What the format parsers need: the stores, the policy maps, the defaults."""

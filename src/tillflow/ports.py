@@ -399,3 +399,33 @@ class ErpSystem(Protocol):
     ) -> PostingReceipt: ...
 
     def trial_balance(self, store_id: str, business_day: date) -> list[TrialBalanceLine]: ...
+
+
+@dataclass(frozen=True)
+class PostingOutcome:
+    """What one ERP target answered for one posting: accepted (its document number) or
+    rejected (its reason). `amounts`: the posting's debits per currency (journals)."""
+
+    external_id: str
+    target: str  # "cloud", "legacy"...
+    store_id: str
+    business_day: date
+    kind: str  # "journal" or "movements"
+    accepted: bool
+    document_number: str | None = None
+    reason: str | None = None
+    lines: int = 0
+    amounts: tuple[tuple[str, Decimal], ...] = ()
+    transaction_ids: tuple[str, ...] = ()  # for the trace of each
+
+
+class PostingLog(Protocol):
+    """Where the hub keeps what the ERP targets answered (the posting state)."""
+
+    def record_outcomes(self, outcomes: Sequence[PostingOutcome], *, at: datetime) -> None:
+        """Record (or replace) each target's answer for each posting, with a trace hop."""
+        ...
+
+    def find_outcomes(self, business_day: date, store_id: str | None = None) -> list[PostingOutcome]:
+        """Every recorded answer for the day (of one store), by store, posting and target."""
+        ...

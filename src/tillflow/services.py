@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tillflow.bus.runner import ConsumerRunner
 from tillflow.config import TillflowConfig
 from tillflow.formats.records import ImportContext
-from tillflow.ports import EventLog, InventoryLedger, KeyStore, StatsReader, TransactionStore
+from tillflow.ports import EventLog, InventoryLedger, KeyStore, PostingLog, StatsReader, TransactionStore
 
 
 @dataclass
@@ -26,6 +27,9 @@ class Services:
     import_context: ImportContext  # stores and policy maps, for the formats the gateway reads
     make_consumers: Callable[[], list[ConsumerRunner]]
     close: Callable[[], None]
+    postings: PostingLog | None = None
+    # each downstream connector's resilience figures in this process
+    downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
 
     def consumers(self) -> list[ConsumerRunner]:
         """Fresh runners for every flow consumer group of this deployment."""

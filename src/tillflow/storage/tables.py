@@ -213,3 +213,22 @@ event_log_audit = Table(
     Column("at_us", BigInteger, nullable=False),
 )
 Index("ix_events_logged", events.c.logged_us)
+
+# What each ERP target answered for each posting (a journal or a movements batch): the posting
+# state, and under a parallel run the two sides to compare. Amounts: JSON {currency: "debits"}.
+erp_postings = Table(
+    "erp_postings",
+    metadata,
+    Column("external_id", String(200), primary_key=True),
+    Column("target", String(16), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("document_number", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("lines", Integer, nullable=False),
+    Column("amounts", Text, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+)
+Index("ix_erp_postings_day_store", erp_postings.c.business_day, erp_postings.c.store_id)

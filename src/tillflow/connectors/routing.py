@@ -1,0 +1,144 @@
+"""ERP postings routed per store or region to the cloud ERP, the legacy ERP, or both.
+
+A retailer moving ERPs moves stores over in waves, and runs some in parallel first: under
+`both`, each posting goes to the primary target and then the other, and what each answered is
+recorded (`PostingLog`) so `tillflow erp compare` can show where they disagree. The flow acts
+on the primary's answer: its rejection dead-letters the posting; the other side's rejection
+is recorded, not raised. Either side away (`DownstreamUnavailableError`) fails the posting as
+a whole, to be retried: every write is idempotent by its key, so the side that had it already
+answers with the same document.
+
+Every routed posting's outcome is recorded, parallel or not: that is the hub's posting state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from tillflow.connectors.settings import ErpRouting, ErpTarget
+from tillflow.errors import DownstreamRejectedError
+from tillflow.model import InventoryMovement, Journal
+from tillflow.ports import ErpSystem, PostingLog, PostingOutcome, PostingReceipt, TrialBalanceLine
+
+__all__ = ["RoutedErp"]
+
+
+class RoutedErp:
+    """`ErpSystem` over one or two ERP targets, per the routing."""
+
+    def __init__(
+        self,
+        targets: Mapping[ErpTarget, ErpSystem],
+        routing: ErpRouting,
+        *,
+        regions: Mapping[str, str],
+        postings: PostingLog,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.targets = dict(targets)
+        self.routing = routing
+        self.regions = dict(regions)  # store id -> region
+        self.postings = postings
+        self.now = now
+
+    def route(self, store_id: str) -> list[ErpTarget]:
+        """The targets of a store's postings, the one whose answer counts first."""
+        route = self.routing.route(store_id, self.regions.get(store_id))
+        if route != "both":
+            return [route]
+        primary = self.routing.primary
+        return [primary, "legacy" if primary == "cloud" else "cloud"]
+
+    def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:
+        debits: dict[str, Decimal] = defaultdict(Decimal)
+        for line in journal.lines:
+            debits[line.currency] += line.debit
+        return self._post(
+            journal.store_id,
+            journal.business_day,
+            "journal",
+            journal.journal_id,
+            lambda erp: erp.post_journal(journal, idempotency_key=idempotency_key),
+            lines=len(journal.lines),
+            amounts=tuple(sorted(debits.items())),
+            transaction_ids=journal.source_transactions,
+        )
+
+    def post_movements(
+        self,
+        store_id: str,
+        business_day: date,
+        movements: Sequence[InventoryMovement],
+        *,
+        batch_id: str,
+        idempotency_key: str,
+    ) -> PostingReceipt:
+        return self._post(
+            store_id,
+            business_day,
+            "movements",
+            batch_id,
+            lambda erp: erp.post_movements(
+                store_id, business_day, movements, batch_id=batch_id, idempotency_key=idempotency_key
+            ),
+            lines=len(movements),
+        )
+
+    def _post(
+        self,
+        store_id: str,
+        business_day: date,
+        kind: str,
+        external_id: str,
+        send: Callable[[ErpSystem], PostingReceipt],
+        *,
+        lines: int,
+        amounts: tuple[tuple[str, Decimal], ...] = (),
+        transaction_ids: tuple[str, ...] = (),
+    ) -> PostingReceipt:
+        targets = self.route(store_id)
+        outcomes: list[PostingOutcome] = []
+        receipt: PostingReceipt | None = None
+        refused: DownstreamRejectedError | None = None
+        for target in targets:
+            answer = PostingOutcome(
+                external_id=external_id,
+                target=target,
+                store_id=store_id,
+                business_day=business_day,
+                kind=kind,
+                accepted=True,
+                lines=lines,
+                amounts=amounts,
+                transaction_ids=transaction_ids,
+            )
+            try:
+                got = send(self.targets[target])
+            except DownstreamRejectedError as exc:
+                outcomes.append(replace(answer, accepted=False, reason=exc.reason))
+                if target == targets[0]:
+                    refused = exc
+                continue
+            outcomes.append(replace(answer, document_number=got.document_number))
+            if target == targets[0]:
+                receipt = got
+        self.postings.record_outcomes(outcomes, at=self.now())
+        if refused is not None:
+            raise refused
+        assert receipt is not None
+        return receipt
+
+    def posting_status(self, external_id: str) -> PostingReceipt | None:
+        order = sorted(self.targets, key=lambda t: t != self.routing.primary)
+        for target in order:
+            found = self.targets[target].posting_status(external_id)
+            if found is not None:
+                return found
+        return None
+
+    def trial_balance(self, store_id: str, business_day: date) -> list[TrialBalanceLine]:
+        return self.targets[self.route(store_id)[0]].trial_balance(store_id, business_day)
