@@ -26,8 +26,8 @@ class Services:
     consumer_groups: tuple[str, ...]
     import_context: ImportContext  # stores and policy maps, for the formats the gateway reads
     make_consumers: Callable[[], list[ConsumerRunner]]
+    postings: PostingLog  # what the ERP targets answered for each posting
     close: Callable[[], None]
-    postings: PostingLog | None = None
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
 

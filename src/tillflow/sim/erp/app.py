@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
@@ -150,6 +151,7 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
     app = FastAPI(title="tillflow reference ERP", docs_url=None, redoc_url=None)
     app.router.on_shutdown.append(store.close)
     _install_problems(app)
+    answered: Counter[str] = Counter()  # business API answers by status, for /admin/state
 
     @app.middleware("http")
     async def _guards(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -184,6 +186,13 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
             )
         answer = await call_next(request)
         answer.headers.update(limits)
+        return answer
+
+    @app.middleware("http")  # added last, so outermost: it sees the guards' refusals too
+    async def _count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        answer = await call_next(request)
+        if request.url.path.startswith("/api/"):
+            answered[str(answer.status_code)] += 1
         return answer
 
     async def write(request: Request, model: type[JournalIn] | type[MovementBatchIn]) -> Response:
@@ -296,7 +305,8 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
 
     @app.get("/admin/state")
     def state() -> Response:
-        return _json(200, {**store.state(), "faults": faults.faults.model_dump(mode="json")})
+        figures = {"answers": dict(sorted(answered.items())), "faults": faults.faults.model_dump(mode="json")}
+        return _json(200, {**store.state(), **figures})
 
     @app.get("/admin/faults")
     def get_faults() -> Response:
