@@ -109,6 +109,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         consumer_groups=tuple(flows),
         postings=postings,
         downstream_figures=downstream.figures,
+        erp_targets=downstream.erp_targets,
         import_context=config.import_context(),
         make_consumers=consumers,
         close=close,
@@ -127,6 +128,7 @@ class Downstream:
         self.erp_configured = self.settings.erp_routing_or_default() is not None
         self.loyalty_configured = self.settings.loyalty is not None
         self.guards: dict[str, Resilience] = {}
+        self.targets: dict[str, ErpSystem] = {}  # the ERP targets by name, once made
         self.closers: list[Callable[[], None]] = []
 
     @functools.cached_property
@@ -155,7 +157,12 @@ class Downstream:
         if legacy is not None:
             guard = self.guards["erp-legacy"] = Resilience("erp-legacy", legacy.resilience)
             targets["legacy"] = FileErp(legacy.directory, resilience=guard)
+        self.targets = {str(name): target for name, target in targets.items()}
         return RoutedErp(targets, routing, regions=self.regions, postings=self.postings)
+
+    def erp_targets(self) -> dict[str, ErpSystem]:
+        """Each ERP target on its own ("cloud", "legacy"), to compare their books."""
+        return dict(self.targets) if self.erp is not None else {}
 
     @functools.cached_property
     def loyalty(self) -> LoyaltyPlatform | None:

@@ -20,6 +20,7 @@ schema_app = typer.Typer(help="JSON Schema of the canonical model.", no_args_is_
 app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(ops.dlq_app, name="dlq")
+app.add_typer(ops.erp_app, name="erp")
 sim_app = typer.Typer(
     help="Reference downstream services (their own process and SQLite file).", no_args_is_help=True
 )

@@ -1,6 +1,7 @@
 """Operations from the command line: consumer lag, dead letters, replay.
 
-`tillflow lag`, `tillflow dlq list|show|replay|purge`, `tillflow replay --flow F ...`.
+`tillflow lag`, `tillflow dlq list|show|replay|purge`, `tillflow replay --flow F ...`,
+`tillflow erp compare --day D`.
 Tables for people, `--json` for scripts. Every replay, purge and reset is audited with the
 actor (`--actor`, default the OS user) and the reason (`--why`, required).
 """
@@ -11,7 +12,7 @@ import getpass
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from tillflow.ports import DeadLetter, DeadLetterSelection, EventLog, GroupState
 from tillflow.services import Services
 
 dlq_app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
+erp_app = typer.Typer(help="The ERP targets: compare a parallel run.", no_args_is_help=True)
 out = Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze the tables
 err = Console(stderr=True)
 
@@ -265,3 +267,71 @@ def replay(
             flow, from_seq=from_seq, since=start, actor=actor or getpass.getuser(), why=why
         )
     emit([{"flow": flow, "position": position, "to_replay": max(0, head - position)}], as_json, "replay")
+
+
+@erp_app.command("compare")
+def erp_compare(
+    day: Annotated[str, typer.Option("--day", help="business day, YYYY-MM-DD")],
+    store: Annotated[str | None, typer.Option("--store", help="only this store")] = None,
+    balances: Annotated[
+        bool, typer.Option("--balances", help="also compare the two ERPs' trial balances")
+    ] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per store-day: what each ERP target accepted and rejected, and where they disagree.
+    Exits 1 when a parallel-run store-day does not match."""
+    from tillflow.flows.migration import compare_balances, compare_targets
+
+    try:
+        business_day = date.fromisoformat(day)
+    except ValueError as exc:
+        err.print(f"[red]--day {day!r} is not a date (YYYY-MM-DD)[/red]")
+        raise typer.Exit(2) from exc
+    with opened(config, data_dir) as services:
+        report = compare_targets(services.postings.find_outcomes(business_day, store))
+        targets = services.erp_targets() if balances else {}
+        rows: list[dict[str, Any]] = []
+        differences: list[dict[str, Any]] = []
+        for r in report:
+            balance_gaps = []
+            if r.parallel and {"cloud", "legacy"} <= set(targets):
+                cloud = targets["cloud"].trial_balance(r.store_id, business_day)
+                legacy = targets["legacy"].trial_balance(r.store_id, business_day)
+                balance_gaps = compare_balances(cloud, legacy)
+            matched = r.matched and not balance_gaps
+            rows.append(
+                {
+                    "store": r.store_id,
+                    "day": r.business_day.isoformat(),
+                    "targets": "+".join(r.targets),
+                    "accepted": " ".join(f"{t}={n}" for t, n in sorted(r.accepted.items())),
+                    "rejected": " ".join(f"{t}={n}" for t, n in sorted(r.rejected.items())) or "-",
+                    "result": ("matched" if matched else "MISMATCHED") if r.parallel else "single target",
+                }
+            )
+            differences += [
+                {"store": r.store_id, "posting": d.external_id, **d.answers} for d in r.differences
+            ]
+            differences += [
+                {
+                    "store": r.store_id,
+                    "posting": f"account {g.account} {g.currency}",
+                    "cloud": format(g.first, "f"),
+                    "legacy": format(g.second, "f"),
+                }
+                for g in balance_gaps
+            ]
+    if as_json:
+        emit(
+            [{**row, "differences": [d for d in differences if d["store"] == row["store"]]} for row in rows],
+            True,
+            "",
+        )
+    else:
+        emit(rows, False, f"ERP targets compared for {business_day}")
+        if differences:
+            emit(differences, False, "Differences")
+    if any(row["result"] == "MISMATCHED" for row in rows):
+        raise typer.Exit(1)

@@ -12,7 +12,15 @@ from typing import Any
 from tillflow.bus.runner import ConsumerRunner
 from tillflow.config import TillflowConfig
 from tillflow.formats.records import ImportContext
-from tillflow.ports import EventLog, InventoryLedger, KeyStore, PostingLog, StatsReader, TransactionStore
+from tillflow.ports import (
+    ErpSystem,
+    EventLog,
+    InventoryLedger,
+    KeyStore,
+    PostingLog,
+    StatsReader,
+    TransactionStore,
+)
 
 
 @dataclass
@@ -30,6 +38,7 @@ class Services:
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
+    erp_targets: Callable[[], dict[str, ErpSystem]] = field(default=dict)  # by name: cloud, legacy
 
     def consumers(self) -> list[ConsumerRunner]:
         """Fresh runners for every flow consumer group of this deployment."""

@@ -5,15 +5,20 @@ be lost or block what comes after it."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.builders import incoming
 from tests.integration.test_sim_erp import ErpProcess
@@ -27,13 +32,14 @@ from tillflow.connectors.erp_file import FileErp
 from tillflow.connectors.erp_http import HttpErp
 from tillflow.flows.migration import compare_balances, compare_targets
 from tillflow.flows.posting import PostingAccounts, journal_for, journal_id_for
-from tillflow.model import Transaction, TransactionKind
+from tillflow.model import Journal, JournalLine, Transaction, TransactionKind
 from tillflow.ports import DeadLetterSelection
 from tillflow.services import Services
 from tillflow.sim.loyalty import LoyaltySimSettings
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 DAY = date(2026, 11, 29)
+CLI = [sys.executable, "-m", "tillflow.cli"]
 FAST_RETRIES = {"base_delay": 0.2, "max_delay": 2.0, "max_attempts": 8}
 
 
@@ -295,6 +301,46 @@ class TestParallelRun:
             cloud_tb = cloud.trial_balance("S001", DAY)
         legacy_tb = legacy.trial_balance("S001", DAY)
         assert cloud_tb and compare_balances(cloud_tb, legacy_tb) == []
+
+        # the operator's view: `tillflow erp compare`, then a journal booked by hand in one ERP
+        config = tmp_path / "tillflow.yaml"
+        config.write_text(
+            yaml.safe_dump({"hub": {"data_dir": str(tmp_path / "hub")}, "connectors": connectors})
+        )
+        compare = [
+            *CLI,
+            "erp",
+            "compare",
+            "--day",
+            DAY.isoformat(),
+            "--balances",
+            "--json",
+            "-c",
+            str(config),
+        ]
+        done = subprocess.run(compare, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert {r["store"]: r["result"] for r in json.loads(done.stdout)} == {
+            "S001": "matched",
+            "S002": "single target",
+        }
+        by_hand = Journal(
+            journal_id="MANUAL-1",
+            store_id="S001",
+            business_day=DAY,
+            lines=(
+                JournalLine(account="1000", debit=Decimal("5.00"), currency="EUR"),
+                JournalLine(account="6900", credit=Decimal("5.00"), currency="EUR"),
+            ),
+        )
+        with HttpErp(erp.url) as cloud:
+            cloud.post_journal(by_hand, idempotency_key="manual-1")
+        done = subprocess.run(compare, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        [s001] = [r for r in json.loads(done.stdout) if r["store"] == "S001"]
+        assert s001["result"] == "MISMATCHED"
+        gaps = {d["posting"]: (d["cloud"], d["legacy"]) for d in s001["differences"]}
+        assert gaps["account 6900 EUR"][0] != gaps["account 6900 EUR"][1]
 
 
 class TestLoyaltyAccrual:
