@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, wait
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
@@ -245,20 +246,36 @@ def post_transactions(
     erp: ErpSystem,
     transactions: TransactionStore,
     accounts: PostingAccounts,
+    executor: Executor | None = None,
 ) -> int:
     """Handler of the posting consumer group: each transaction's journal, posted once (the
     journal id is the ERP's idempotency key, so a redelivered event answers with the document
-    already posted). Returns how many journals went to the ERP."""
-    posted = 0
+    already posted). With an `executor`, the batch's journals are posted side by side (each is
+    a document of its own; the connector's throttle still paces them); the first failure in
+    batch order is raised once every post has ended. Returns how many journals went to the ERP."""
+    journals = []
     for event in events:
         if event.event.type != TRANSACTION_COMPLETED:
             continue
         tx = Transaction.model_validate_json(event.event.data, context=TRUSTED_CONTEXT)
         journal = journal_for(tx, accounts) if tx.voided is None else _reversal(tx, transactions, accounts)
         if journal is not None:
-            erp.post_journal(journal, idempotency_key=journal.journal_id)
-            posted += 1
-    return posted
+            journals.append(journal)
+
+    def post(journal: Journal) -> None:
+        erp.post_journal(journal, idempotency_key=journal.journal_id)
+
+    if executor is None or len(journals) < 2:
+        for journal in journals:
+            post(journal)
+        return len(journals)
+    futures = [executor.submit(post, journal) for journal in journals]
+    wait(futures)
+    for future in futures:
+        failed = future.exception()
+        if failed is not None:
+            raise failed
+    return len(journals)
 
 
 def _reversal(void: Transaction, transactions: TransactionStore, accounts: PostingAccounts) -> Journal | None:
