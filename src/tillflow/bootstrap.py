@@ -150,6 +150,7 @@ class Downstream:
                 timeout=cloud.timeout,
                 connect_timeout=cloud.connect_timeout,
                 max_connections=cloud.max_connections,
+                max_batch=cloud.max_batch,
                 resilience=guard,
             )
             self.closers.append(http.close)
@@ -177,6 +178,7 @@ class Downstream:
             timeout=found.timeout,
             connect_timeout=found.connect_timeout,
             max_connections=found.max_connections,
+            max_batch=found.max_batch,
             resilience=guard,
         )
         self.closers.append(client.close)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from tillflow.errors import DownstreamRejectedError
 from tillflow.model import CloudEvent, InventoryMovement, Journal, LoggedEvent, Transaction
 
 
@@ -306,6 +307,18 @@ class PointsMove:
     repeated: bool = False  # the answer to an idempotency key already used
 
 
+@dataclass(frozen=True)
+class Accrual:
+    """One completed transaction's earning, as `LoyaltyPlatform.accrue` takes it."""
+
+    member_id: str
+    program: str
+    transaction_id: str
+    currency: str
+    lines: tuple[EarningLine, ...]
+    idempotency_key: str
+
+
 class HoldState(StrEnum):
     HELD = "held"
     COMMITTED = "committed"
@@ -340,6 +353,11 @@ class LoyaltyPlatform(Protocol):
         idempotency_key: str,
     ) -> PointsMove:
         """Earn points for a completed transaction; the platform's rules decide how many."""
+        ...
+
+    def accrue_many(self, accruals: Sequence[Accrual]) -> list[PointsMove | DownstreamRejectedError]:
+        """Earn for many transactions in as few requests as the platform takes; each answered
+        on its own, in order. The platform away fails the whole call."""
         ...
 
     def reverse(
@@ -383,6 +401,13 @@ class ErpSystem(Protocol):
     """The ERP: a general ledger with a chart of accounts, fiscal periods and stock."""
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt: ...
+
+    def post_journals(
+        self, journals: Sequence[Journal], *, idempotency_keys: Sequence[str]
+    ) -> list[PostingReceipt | DownstreamRejectedError]:
+        """Post many journals in as few requests as the ERP takes; each is answered on its own,
+        in order: its receipt or its rejection. The system away fails the whole call."""
+        ...
 
     def posting_status(self, external_id: str) -> PostingReceipt | None:
         """What the ERP holds under one of our ids (None: never posted)."""

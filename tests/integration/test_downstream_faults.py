@@ -193,7 +193,7 @@ class TestThrottling:
         erp = start_erp(tmp_path, rate_limit={"per_second": 20, "burst": 5})
         processes.append(erp)
         erp.http.put("/admin/faults", json={"throttle": {"rate": 0.3, "retry_after": 1}})
-        hub = Hub(tmp_path, {"erp": erp_connector(erp, max_concurrency=4)})
+        hub = Hub(tmp_path, {"erp": {"url": erp.url, "max_batch": 1}})  # a request per journal
         hubs.append(hub)
         txs = traffic(80)
         hub.accept(txs)

@@ -196,6 +196,38 @@ class TestPostJournal:
         assert "Idempotency-Key" in refused.value.reason
 
 
+class TestPostJournals:
+    def test_a_batch_answers_each_journal_and_one_refusal_spares_the_rest(self, erp: HttpErp) -> None:
+        journals = [sale("J-BATCH-1"), sale("J-BATCH-2", revenue_account="4999"), sale("J-BATCH-3")]
+        keys = ["k-batch-1", "k-batch-2", "k-batch-3"]
+
+        first, refused, third = erp.post_journals(journals, idempotency_keys=keys)
+
+        assert isinstance(first, PostingReceipt) and isinstance(third, PostingReceipt)
+        assert isinstance(refused, DownstreamRejectedError)
+        assert "J-BATCH-2" in refused.reason and "4999" in refused.reason and refused.status == 422
+        assert erp.posting_status("J-BATCH-2") is None
+        assert erp.posting_status("J-BATCH-3") == third
+
+    def test_a_batch_sent_again_answers_with_the_same_documents(self, service: ErpProcess) -> None:
+        journals = [sale(f"J-AGAIN-{n}") for n in range(5)]
+        keys = [f"k-again-{n}" for n in range(5)]
+        with HttpErp(service.url, max_batch=2) as small_batches:  # three requests
+            first = small_batches.post_journals(journals, idempotency_keys=keys)
+            again = small_batches.post_journals(journals, idempotency_keys=keys)
+
+        assert all(isinstance(r, PostingReceipt) and not r.repeated for r in first)
+        assert all(isinstance(r, PostingReceipt) and r.repeated for r in again)
+        assert [r.document_number for r in again] == [r.document_number for r in first]  # type: ignore[union-attr]
+
+    def test_a_batch_posts_the_same_document_as_a_single_post(self, erp: HttpErp) -> None:
+        single = erp.post_journal(sale("J-BOTH"), idempotency_key="k-both")
+        [batched] = erp.post_journals([sale("J-BOTH")], idempotency_keys=["k-both"])
+
+        assert isinstance(batched, PostingReceipt) and batched.repeated
+        assert batched.document_number == single.document_number
+
+
 class TestPostingStatus:
     def test_none_before_and_the_receipt_after(self, erp: HttpErp) -> None:
         before = erp.posting_status("J-HTTP-STATUS")

@@ -22,7 +22,7 @@ from tests.integration.test_sim_loyalty import LoyaltyProcess
 from tests.servers import free_port
 from tillflow.connectors.loyalty_http import HttpLoyalty
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
-from tillflow.ports import EarningLine, HoldState, Member, PointsMove
+from tillflow.ports import Accrual, EarningLine, HoldState, Member, PointsMove
 from tillflow.sim.loyalty import LoyaltySimSettings
 
 SETTINGS = LoyaltySimSettings()  # the defaults, as a demo runs them
@@ -222,6 +222,34 @@ class TestAccruals:
             )
 
         assert exc.value.status == 422
+
+
+class TestAccrualBatches:
+    def test_each_accrual_is_answered_on_its_own(self, loyalty: HttpLoyalty) -> None:
+        accruals = [
+            Accrual("M0021", "default", "T-batch-1", "EUR", tuple(euros("10.00")), "batch-1"),
+            Accrual("M0022", "default", "T-batch-2", "EUR", tuple(euros("0.001")), "batch-2"),
+            Accrual("M0023", "default", "T-batch-3", "EUR", tuple(euros("3.00")), "batch-3"),
+        ]
+
+        earned, refused, third = loyalty.accrue_many(accruals)
+
+        assert isinstance(earned, PointsMove) and (earned.member_id, earned.points) == ("M0021", 10)
+        assert isinstance(third, PointsMove) and (third.member_id, third.points) == ("M0023", 3)
+        assert isinstance(refused, DownstreamRejectedError)
+        assert "T-batch-2" in refused.reason and "minor unit" in refused.reason and refused.status == 422
+
+    def test_a_batch_sent_again_earns_nothing_more(self, service: LoyaltyProcess) -> None:
+        accruals = [
+            Accrual(f"M00{30 + n}", "default", f"T-again-{n}", "EUR", tuple(euros("5.00")), f"again-{n}")
+            for n in range(5)
+        ]
+        with HttpLoyalty(service.url, max_batch=2) as small_batches:  # three requests
+            first = small_batches.accrue_many(accruals)
+            again = small_batches.accrue_many(accruals)
+
+        assert all(isinstance(m, PointsMove) and not m.repeated for m in first)
+        assert again == [replace(m, repeated=True) for m in first if isinstance(m, PointsMove)]
 
 
 class TestReversals:

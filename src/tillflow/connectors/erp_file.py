@@ -105,6 +105,18 @@ class FileErp:
         day = journal.business_day
         return self._post(_Draft("journal", journal.journal_id, journal.store_id, day, body, idempotency_key))
 
+    def post_journals(
+        self, journals: Sequence[Journal], *, idempotency_keys: Sequence[str]
+    ) -> list[PostingReceipt | DownstreamRejectedError]:
+        """Each journal as `post_journal` writes it; a rejection answers its journal only."""
+        out: list[PostingReceipt | DownstreamRejectedError] = []
+        for journal, key in zip(journals, idempotency_keys, strict=True):
+            try:
+                out.append(self.post_journal(journal, idempotency_key=key))
+            except DownstreamRejectedError as exc:
+                out.append(exc)
+        return out
+
     def posting_status(self, external_id: str) -> PostingReceipt | None:
         with self._lock:
             posted = self._index()

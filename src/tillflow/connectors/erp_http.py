@@ -17,6 +17,7 @@ import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, replayed, segment
 from tillflow.connectors.resilience import Resilience
+from tillflow.errors import DownstreamRejectedError
 from tillflow.model import InventoryMovement, Journal, JournalLine
 from tillflow.ports import PostingReceipt, TrialBalanceLine
 
@@ -35,7 +36,9 @@ class HttpErp(HttpConnector):
         max_connections: int = 20,
         system: str = "erp",
         resilience: Resilience | None = None,
+        max_batch: int = 100,
     ) -> None:
+        self.max_batch = max_batch  # journals per batch request
         super().__init__(
             base_url,
             system=system,
@@ -46,15 +49,26 @@ class HttpErp(HttpConnector):
         )
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:
-        body = {
-            "external_id": journal.journal_id,
-            "store_id": journal.store_id,
-            "business_day": journal.business_day.isoformat(),
-            "lines": [_journal_line(line) for line in journal.lines],
-            "source_transactions": list(journal.source_transactions),
-        }
-        answer = self.send("POST", "/api/journals", json=body, idempotency_key=idempotency_key)
+        answer = self.send("POST", "/api/journals", json=_journal(journal), idempotency_key=idempotency_key)
         return self._receipt(answer, journal.journal_id)
+
+    def post_journals(
+        self, journals: Sequence[Journal], *, idempotency_keys: Sequence[str]
+    ) -> list[PostingReceipt | DownstreamRejectedError]:
+        """`POST /api/journals/batch`, `max_batch` journals a request. An item answered 4xx is
+        its rejection; an item answered 429 or 5xx fails the call (the batch is retried, and
+        what was posted answers as a repeat)."""
+        if len(journals) != len(idempotency_keys):
+            raise ValueError("one idempotency key per journal")
+        out: list[PostingReceipt | DownstreamRejectedError] = []
+        for start in range(0, len(journals), self.max_batch):
+            chunk = journals[start : start + self.max_batch]
+            keys = idempotency_keys[start : start + self.max_batch]
+            items = [{"idempotency_key": k, "journal": _journal(j)} for j, k in zip(chunk, keys, strict=True)]
+            answer = self.send("POST", "/api/journals/batch", json={"journals": items})
+            names = [f"journal {j.journal_id}" for j in chunk]
+            out += self.batch_results(answer, names, _receipt)
+        return out
 
     def posting_status(self, external_id: str) -> PostingReceipt | None:
         answer = self.send("GET", f"/api/journals/{segment(external_id)}")
@@ -97,15 +111,7 @@ class HttpErp(HttpConnector):
         )
 
     def _receipt(self, answer: httpx.Response, external_id: str) -> PostingReceipt:
-        return self.read(
-            answer,
-            lambda data: PostingReceipt(
-                external_id=str(data.get("external_id") or external_id),
-                document_number=str(data["document_number"]),
-                posted_at=aware(str(data["posted_at"])),
-                repeated=replayed(answer),
-            ),
-        )
+        return self.read(answer, lambda data: _receipt({"external_id": external_id} | data, replayed(answer)))
 
 
 # --- translation ----------------------------------------------------------------------------
@@ -114,6 +120,25 @@ class HttpErp(HttpConnector):
 def _amount(value: Decimal) -> str:
     """A Decimal as a plain JSON string (never an exponent, never a float)."""
     return format(value, "f")
+
+
+def _receipt(body: dict[str, Any], repeated: bool) -> PostingReceipt:
+    return PostingReceipt(
+        external_id=str(body["external_id"]),
+        document_number=str(body["document_number"]),
+        posted_at=aware(str(body["posted_at"])),
+        repeated=repeated,
+    )
+
+
+def _journal(journal: Journal) -> dict[str, Any]:
+    return {
+        "external_id": journal.journal_id,
+        "store_id": journal.store_id,
+        "business_day": journal.business_day.isoformat(),
+        "lines": [_journal_line(line) for line in journal.lines],
+        "source_transactions": list(journal.source_transactions),
+    }
 
 
 def _journal_line(line: JournalLine) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -139,6 +139,30 @@ class HttpConnector:
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise self.unreadable(answer, f"{type(exc).__name__}: {exc}") from exc
 
+    def batch_results(
+        self, answer: httpx.Response, names: Sequence[str], build: Callable[[dict[str, Any], bool], T]
+    ) -> list[T | DownstreamRejectedError]:
+        """The answers of a batch request (`{"results": [{"status", "replayed", "body"}]}`), one
+        per item named in `names`, in order: a 2xx item built by `build(body, replayed)`, a 4xx
+        item its rejection. An item answered 429 or 5xx fails the whole call, to be retried."""
+        results = self.read(answer, lambda data: list(data["results"]))
+        if len(results) != len(names):
+            raise self.unreadable(answer, f"{len(results)} results for {len(names)} items")
+        out: list[T | DownstreamRejectedError] = []
+        for name, result in zip(names, results, strict=True):
+            try:
+                status, body = int(result["status"]), result.get("body") or {}
+                if 200 <= status < 300:
+                    out.append(build(body, bool(result.get("replayed"))))
+                    continue
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise self.unreadable(answer, f"{name}: {type(exc).__name__}: {exc}") from exc
+            reason = f"{name}: {problem_text(body) or f'HTTP {status}'}"
+            if status in RETRY_LATER or status >= 500:
+                raise DownstreamUnavailableError(self.system, reason, status=status)
+            out.append(DownstreamRejectedError(self.system, reason, status=status))
+        return out
+
     def failure(self, answer: httpx.Response) -> DownstreamRejectedError | DownstreamUnavailableError:
         status = answer.status_code
         reason = problem_reason(answer)
@@ -188,14 +212,19 @@ def problem_reason(answer: httpx.Response) -> str:
     """The problem's `detail`, led by its `title` when the detail does not say it already
     ("insufficient points: 401 requested but only 400 available"); without a problem body, the
     start of the text, else the status phrase."""
-    found = problem(answer)
+    said = problem_text(problem(answer))
+    if said:
+        return said
+    text = answer.text.strip()
+    return text[:_MAX_TEXT] if text else (answer.reason_phrase or f"HTTP {answer.status_code}")
+
+
+def problem_text(found: dict[str, Any]) -> str:
+    """A problem document's `detail`, led by its `title` unless the detail says it already."""
     title, detail = str(found.get("title") or ""), str(found.get("detail") or "")
     if title and detail:
         return detail if title.casefold() in detail.casefold() else f"{title}: {detail}"
-    if title or detail:
-        return title or detail
-    text = answer.text.strip()
-    return text[:_MAX_TEXT] if text else (answer.reason_phrase or f"HTTP {answer.status_code}")
+    return title or detail
 
 
 def retry_after(answer: httpx.Response) -> float | None:

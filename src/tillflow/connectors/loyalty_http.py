@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, problem, replayed, segment
 from tillflow.connectors.resilience import Resilience
-from tillflow.ports import EarningLine, HoldState, Member, PointsHold, PointsMove
+from tillflow.errors import DownstreamRejectedError
+from tillflow.ports import Accrual, EarningLine, HoldState, Member, PointsHold, PointsMove
 
 __all__ = ["HttpLoyalty"]
 
@@ -44,7 +46,9 @@ class HttpLoyalty(HttpConnector):
         system: str = "loyalty",
         resilience: Resilience | None = None,
         transport: httpx.BaseTransport | None = None,
+        max_batch: int = 100,
     ) -> None:
+        self.max_batch = max_batch  # accruals per batch request
         super().__init__(
             base_url,
             system=system,
@@ -82,14 +86,25 @@ class HttpLoyalty(HttpConnector):
         idempotency_key: str,
     ) -> PointsMove:
         """Earn points for a completed transaction; the platform's rules decide how many."""
-        payload = {
-            "member_id": member_id,
-            "program": program,
-            "transaction_id": transaction_id,
-            "currency": currency,
-            "lines": [{"amount": format(line.amount, "f"), "category": line.category} for line in lines],
-        }
+        payload = _accrual(member_id, program, transaction_id, currency, lines)
         return self._move(self.send("POST", "/api/accruals", json=payload, idempotency_key=idempotency_key))
+
+    def accrue_many(self, accruals: Sequence[Accrual]) -> list[PointsMove | DownstreamRejectedError]:
+        """`POST /api/accruals/batch`, `max_batch` accruals a request."""
+        out: list[PointsMove | DownstreamRejectedError] = []
+        for start in range(0, len(accruals), self.max_batch):
+            chunk = accruals[start : start + self.max_batch]
+            items = [
+                {
+                    "idempotency_key": a.idempotency_key,
+                    "accrual": _accrual(a.member_id, a.program, a.transaction_id, a.currency, a.lines),
+                }
+                for a in chunk
+            ]
+            answer = self.send("POST", "/api/accruals/batch", json={"accruals": items})
+            names = [f"accrual for {a.transaction_id}" for a in chunk]
+            out += self.batch_results(answer, names, _move)
+        return out
 
     def reverse(
         self, member_id: str, *, program: str, transaction_id: str, points: int | None, idempotency_key: str
@@ -127,16 +142,7 @@ class HttpLoyalty(HttpConnector):
         return self._hold(self.send("POST", path, json={}, idempotency_key=idempotency_key))
 
     def _move(self, answer: httpx.Response) -> PointsMove:
-        return self.read(
-            answer,
-            lambda body: PointsMove(
-                entry_id=str(body["entry_id"]),
-                member_id=str(body["member_id"]),
-                points=int(body["points"]),
-                balance=int(body["balance"]),
-                repeated=replayed(answer),
-            ),
-        )
+        return self.read(answer, lambda body: _move(body, replayed(answer)))
 
     def _hold(self, answer: httpx.Response) -> PointsHold:
         return self.read(
@@ -151,3 +157,25 @@ class HttpLoyalty(HttpConnector):
                 repeated=replayed(answer),
             ),
         )
+
+
+def _accrual(
+    member_id: str, program: str, transaction_id: str, currency: str, lines: Sequence[EarningLine]
+) -> dict[str, Any]:
+    return {
+        "member_id": member_id,
+        "program": program,
+        "transaction_id": transaction_id,
+        "currency": currency,
+        "lines": [{"amount": format(line.amount, "f"), "category": line.category} for line in lines],
+    }
+
+
+def _move(body: dict[str, Any], repeated: bool) -> PointsMove:
+    return PointsMove(
+        entry_id=str(body["entry_id"]),
+        member_id=str(body["member_id"]),
+        points=int(body["points"]),
+        balance=int(body["balance"]),
+        repeated=repeated,
+    )

@@ -54,19 +54,31 @@ class RoutedErp:
         return [primary, "legacy" if primary == "cloud" else "cloud"]
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:
-        debits: dict[str, Decimal] = defaultdict(Decimal)
-        for line in journal.lines:
-            debits[line.currency] += line.debit
-        return self._post(
-            journal.store_id,
-            journal.business_day,
-            "journal",
-            journal.journal_id,
-            lambda erp: erp.post_journal(journal, idempotency_key=idempotency_key),
-            lines=len(journal.lines),
-            amounts=tuple(sorted(debits.items())),
-            transaction_ids=journal.source_transactions,
-        )
+        [answer] = self.post_journals([journal], idempotency_keys=[idempotency_key])
+        if isinstance(answer, DownstreamRejectedError):
+            raise answer
+        return answer
+
+    def post_journals(
+        self, journals: Sequence[Journal], *, idempotency_keys: Sequence[str]
+    ) -> list[PostingReceipt | DownstreamRejectedError]:
+        """Each target gets its journals in one call; the answer of each journal is its primary
+        target's. Every target's answers are recorded before an outage of a later one fails
+        the call."""
+        keys = list(idempotency_keys)
+        routes = [self.route(j.store_id) for j in journals]
+        answers: dict[tuple[int, str], PostingReceipt | DownstreamRejectedError] = {}
+        targets = sorted({t for route in routes for t in route}, key=lambda t: t != self.routing.primary)
+        for target in targets:
+            mine = [i for i, route in enumerate(routes) if target in route]
+            got = self.targets[target].post_journals(
+                [journals[i] for i in mine], idempotency_keys=[keys[i] for i in mine]
+            )
+            answers.update(((i, target), answer) for i, answer in zip(mine, got, strict=True))
+            self.postings.record_outcomes(
+                [_outcome(journals[i], target, answers[(i, target)]) for i in mine], at=self.now()
+            )
+        return [answers[(i, route[0])] for i, route in enumerate(routes)]
 
     def post_movements(
         self,
@@ -142,3 +154,24 @@ class RoutedErp:
 
     def trial_balance(self, store_id: str, business_day: date) -> list[TrialBalanceLine]:
         return self.targets[self.route(store_id)[0]].trial_balance(store_id, business_day)
+
+
+def _outcome(
+    journal: Journal, target: str, answer: PostingReceipt | DownstreamRejectedError
+) -> PostingOutcome:
+    debits: dict[str, Decimal] = defaultdict(Decimal)
+    for line in journal.lines:
+        debits[line.currency] += line.debit
+    return PostingOutcome(
+        external_id=journal.journal_id,
+        target=target,
+        store_id=journal.store_id,
+        business_day=journal.business_day,
+        kind="journal",
+        accepted=not isinstance(answer, DownstreamRejectedError),
+        document_number=None if isinstance(answer, DownstreamRejectedError) else answer.document_number,
+        reason=answer.reason if isinstance(answer, DownstreamRejectedError) else None,
+        lines=len(journal.lines),
+        amounts=tuple(sorted(debits.items())),
+        transaction_ids=journal.source_transactions,
+    )

@@ -39,6 +39,7 @@ class HttpConnectorSettings(BaseModel):
     timeout: float = Field(default=10.0, gt=0)  # seconds for an answer
     connect_timeout: float = Field(default=3.0, gt=0)
     max_connections: int = Field(default=20, ge=1)
+    max_batch: int = Field(default=100, ge=1)  # documents in one batch request
     resilience: ResilienceSettings = ResilienceSettings()
 
 

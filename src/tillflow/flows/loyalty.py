@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from tillflow.errors import FlowError
+from tillflow.errors import DownstreamRejectedError, FlowError
 from tillflow.model import LineAction, LoggedEvent, Transaction, TransactionKind
 from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.model.transaction import TRUSTED_CONTEXT
-from tillflow.ports import EarningLine, LoyaltyPlatform, TransactionStore
+from tillflow.ports import Accrual, EarningLine, LoyaltyPlatform, TransactionStore
 
 FLOW: Final = "loyalty"
 EARNING_KINDS = frozenset({TransactionKind.SALE, TransactionKind.EXCHANGE})
@@ -33,30 +33,38 @@ def earning_lines(tx: Transaction) -> list[EarningLine]:
 def accrue_points(
     events: Sequence[LoggedEvent], *, loyalty: LoyaltyPlatform, transactions: TransactionStore
 ) -> int:
-    """Handler of the loyalty consumer group; returns how many ledger entries it asked for."""
-    asked = 0
+    """Handler of the loyalty consumer group: the batch's accruals in one call, then the
+    reversals of its post-voids. A refused accrual is raised after the others went through (the
+    runner then settles the batch event by event). Returns how many ledger entries it asked for."""
+    accruals: list[Accrual] = []
+    voids: list[Transaction] = []
     for event in events:
         if event.event.type != TRANSACTION_COMPLETED:
             continue
         tx = Transaction.model_validate_json(event.event.data, context=TRUSTED_CONTEXT)
         if tx.voided is not None:
-            asked += _reverse_voided(tx, loyalty=loyalty, transactions=transactions)
+            voids.append(tx)
             continue
         if tx.customer is None or tx.kind not in EARNING_KINDS:
             continue
         lines = earning_lines(tx)
-        if not lines:
-            continue
-        loyalty.accrue(
-            tx.customer.member_id,
-            program=tx.customer.program,
-            transaction_id=tx.transaction_id,
-            currency=tx.currency,
-            lines=lines,
-            idempotency_key=f"accrue:{tx.transaction_id}",
-        )
-        asked += 1
-    return asked
+        if lines:
+            accruals.append(
+                Accrual(
+                    member_id=tx.customer.member_id,
+                    program=tx.customer.program,
+                    transaction_id=tx.transaction_id,
+                    currency=tx.currency,
+                    lines=tuple(lines),
+                    idempotency_key=f"accrue:{tx.transaction_id}",
+                )
+            )
+    answers = loyalty.accrue_many(accruals) if accruals else []
+    reversed_ = sum(_reverse_voided(tx, loyalty=loyalty, transactions=transactions) for tx in voids)
+    for answer in answers:
+        if isinstance(answer, DownstreamRejectedError):
+            raise answer
+    return len(accruals) + reversed_
 
 
 def _reverse_voided(void: Transaction, *, loyalty: LoyaltyPlatform, transactions: TransactionStore) -> int:

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, wait
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tillflow.errors import FlowError, PoisonEventError
+from tillflow.errors import DownstreamRejectedError, FlowError, PoisonEventError
 from tillflow.model import (
     Journal,
     JournalLine,
@@ -246,13 +245,12 @@ def post_transactions(
     erp: ErpSystem,
     transactions: TransactionStore,
     accounts: PostingAccounts,
-    executor: Executor | None = None,
 ) -> int:
     """Handler of the posting consumer group: each transaction's journal, posted once (the
     journal id is the ERP's idempotency key, so a redelivered event answers with the document
-    already posted). With an `executor`, the batch's journals are posted side by side (each is
-    a document of its own; the connector's throttle still paces them); the first failure in
-    batch order is raised once every post has ended. Returns how many journals went to the ERP."""
+    already posted). The batch's journals go in one call; a journal the ERP refused is raised
+    (the runner then settles the batch event by event: the refused one goes to dead letters
+    with the ERP's reason, the others answer as repeats). Returns how many journals it posted."""
     journals = []
     for event in events:
         if event.event.type != TRANSACTION_COMPLETED:
@@ -261,20 +259,12 @@ def post_transactions(
         journal = journal_for(tx, accounts) if tx.voided is None else _reversal(tx, transactions, accounts)
         if journal is not None:
             journals.append(journal)
-
-    def post(journal: Journal) -> None:
-        erp.post_journal(journal, idempotency_key=journal.journal_id)
-
-    if executor is None or len(journals) < 2:
-        for journal in journals:
-            post(journal)
-        return len(journals)
-    futures = [executor.submit(post, journal) for journal in journals]
-    wait(futures)
-    for future in futures:
-        failed = future.exception()
-        if failed is not None:
-            raise failed
+    if not journals:
+        return 0
+    answers = erp.post_journals(journals, idempotency_keys=[j.journal_id for j in journals])
+    for answer in answers:
+        if isinstance(answer, DownstreamRejectedError):
+            raise answer
     return len(journals)
 
 

@@ -50,6 +50,10 @@ __all__ = ["create_app"]
 _REPLAYED = {"idempotent-replayed": "true"}
 
 
+_NOT_JSON = object()
+Document = type[JournalIn] | type[MovementBatchIn]
+
+
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
@@ -192,8 +196,8 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
         answer.headers.update(limits)
         return answer
 
-    async def write(request: Request, model: type[JournalIn] | type[MovementBatchIn]) -> Response:
-        key = request.headers.get("idempotency-key", "").strip()
+    def write_one(path: str, key: str, parsed: Any, model: Document) -> Response:
+        """One write under its idempotency key, as `path` would take it alone."""
         if not key or len(key) > 255:
             return problem(
                 400,
@@ -201,13 +205,8 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
                 "every write needs an Idempotency-Key header (1 to 255 characters)",
                 type_="idempotency-key-required",
             )
-        raw = await request.body()
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return problem(400, "Invalid request", "the body is not JSON", type_="invalid-request")
         request_hash = hashlib.sha256(
-            request.url.path.encode() + b"\n" + orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
+            path.encode() + b"\n" + orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
         stored = store.find_answer(key)  # a millisecond of SQLite: cheaper than a thread hop
         if stored is not None:
@@ -228,6 +227,19 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
             )
         return books.post(key, request_hash, doc)
 
+    async def read_json(request: Request) -> Any:
+        try:
+            return orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return _NOT_JSON
+
+    async def write(request: Request, model: Document) -> Response:
+        parsed = await read_json(request)
+        if parsed is _NOT_JSON:
+            return problem(400, "Invalid request", "the body is not JSON", type_="invalid-request")
+        key = request.headers.get("idempotency-key", "").strip()
+        return write_one(request.url.path, key, parsed, model)
+
     @app.get("/healthz")
     def healthz() -> Response:
         return _json(200, {"status": "ok"})
@@ -235,6 +247,30 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
     @app.post("/api/journals")
     async def post_journal(request: Request) -> Response:
         return await write(request, JournalIn)
+
+    @app.post("/api/journals/batch")
+    async def post_journal_batch(request: Request) -> Response:
+        """Many journals in one request, each with its own idempotency key and its own answer
+        (`results`, in order: the status and body it would get alone). The request counts
+        once against the rate limit."""
+        parsed = await read_json(request)
+        items = parsed.get("journals") if isinstance(parsed, dict) else None
+        if not isinstance(items, list) or not 1 <= len(items) <= settings.max_journals_per_batch:
+            detail = f"the body is {{'journals': [...]}} with 1 to {settings.max_journals_per_batch} items"
+            return problem(400, "Invalid request", detail, type_="invalid-request")
+        results = []
+        for item in items:
+            item = item if isinstance(item, dict) else {}
+            key = str(item.get("idempotency_key") or "").strip()
+            answer = write_one("/api/journals", key, item.get("journal"), JournalIn)
+            results.append(
+                {
+                    "status": answer.status_code,
+                    "replayed": "idempotent-replayed" in answer.headers,
+                    "body": orjson.loads(bytes(answer.body)),
+                }
+            )
+        return _json(200, {"results": results})
 
     @app.get("/api/journals/{external_id}")
     def journal_status(external_id: str) -> Response:

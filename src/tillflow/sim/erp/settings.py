@@ -77,6 +77,7 @@ class ErpSimSettings(BaseModel):
     accounts: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ACCOUNTS))
     closed_periods: list[str] = Field(default_factory=list)
     max_lines_per_journal: int = Field(default=500, ge=2)
+    max_journals_per_batch: int = Field(default=200, ge=1)  # of one POST /api/journals/batch
     # Generous enough for a demo, low enough that a connector which ignores 429 is found out.
     rate_limit: RateLimit | None = RateLimit(per_second=50, burst=100)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)

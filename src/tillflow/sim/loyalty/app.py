@@ -81,6 +81,9 @@ class ClockIn(_Request):
     now: AwareDatetime | None = None  # None: back to wall time
 
 
+MAX_BATCH = 200  # accruals in one batch request
+
+
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     media = PROBLEM_JSON if status >= 400 else "application/json"
     return Response(orjson.dumps(body), status_code=status, media_type=media, headers=headers)
@@ -252,6 +255,43 @@ def create_app(db_path: Path, settings: LoyaltySimSettings | None = None) -> Fas
     @app.post("/api/accruals")
     async def accruals(request: Request) -> Response:
         return await write(request, AccrualIn, _accrue, 201)
+
+    @app.post("/api/accruals/batch")
+    async def accrual_batch(request: Request) -> Response:
+        """Many accruals in one request, each under its own idempotency key and answered on its
+        own (`results`, in order: the status and body it would get alone)."""
+        try:
+            items = orjson.loads(await request.body()).get("accruals")
+        except (orjson.JSONDecodeError, AttributeError):
+            items = None
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+            detail = f"the body is {{'accruals': [...]}} with 1 to {MAX_BATCH} items"
+            raise Refusal(400, "Invalid request", detail, type_="invalid-request")
+        results = await anyio.to_thread.run_sync(partial(_accrue_each, items))
+        return _json({"results": results})
+
+    def _accrue_each(items: list[Any]) -> list[dict[str, Any]]:
+        results = []
+        for item in items:
+            item = item if isinstance(item, dict) else {}
+            key = str(item.get("idempotency_key") or "").strip()
+            body = orjson.dumps(item.get("accrual"))
+            try:
+                if not key or len(key) > 255:
+                    raise Refusal(400, "Idempotency-Key required", "each accrual needs an idempotency_key")
+                try:
+                    payload = AccrualIn.model_validate_json(body)
+                except ValidationError as exc:
+                    raise _invalid(exc) from None
+
+                def effect(conn: Any, now: datetime, payload: AccrualIn = payload) -> tuple[int, Body]:
+                    return 201, _accrue(conn, settings, now, payload)
+
+                code, answer, replayed = store.write(key, fingerprint("POST", "/api/accruals", body), effect)
+            except Refusal as refusal:
+                code, answer, replayed = refusal.status, problem_body(refusal), False
+            results.append({"status": code, "replayed": replayed, "body": answer})
+        return results
 
     @app.post("/api/reversals")
     async def reversals(request: Request) -> Response:
