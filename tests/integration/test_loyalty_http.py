@@ -227,21 +227,21 @@ class TestAccruals:
 class TestAccrualBatches:
     def test_each_accrual_is_answered_on_its_own(self, loyalty: HttpLoyalty) -> None:
         accruals = [
-            Accrual("M0021", "default", "T-batch-1", "EUR", tuple(euros("10.00")), "batch-1"),
-            Accrual("M0022", "default", "T-batch-2", "EUR", tuple(euros("0.001")), "batch-2"),
-            Accrual("M0023", "default", "T-batch-3", "EUR", tuple(euros("3.00")), "batch-3"),
+            Accrual("M0061", "default", "T-batch-1", "EUR", tuple(euros("10.00")), "batch-1"),
+            Accrual("M0062", "default", "T-batch-2", "EUR", tuple(euros("0.001")), "batch-2"),
+            Accrual("M0063", "default", "T-batch-3", "EUR", tuple(euros("3.00")), "batch-3"),
         ]
 
         earned, refused, third = loyalty.accrue_many(accruals)
 
-        assert isinstance(earned, PointsMove) and (earned.member_id, earned.points) == ("M0021", 10)
-        assert isinstance(third, PointsMove) and (third.member_id, third.points) == ("M0023", 3)
+        assert isinstance(earned, PointsMove) and (earned.member_id, earned.points) == ("M0061", 10)
+        assert isinstance(third, PointsMove) and (third.member_id, third.points) == ("M0063", 3)
         assert isinstance(refused, DownstreamRejectedError)
         assert "T-batch-2" in refused.reason and "minor unit" in refused.reason and refused.status == 422
 
     def test_a_batch_sent_again_earns_nothing_more(self, service: LoyaltyProcess) -> None:
         accruals = [
-            Accrual(f"M00{30 + n}", "default", f"T-again-{n}", "EUR", tuple(euros("5.00")), f"again-{n}")
+            Accrual(f"M00{70 + n}", "default", f"T-again-{n}", "EUR", tuple(euros("5.00")), f"again-{n}")
             for n in range(5)
         ]
         with HttpLoyalty(service.url, max_batch=2) as small_batches:  # three requests
