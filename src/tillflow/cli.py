@@ -134,8 +134,13 @@ def demo(
     bus: Annotated[
         str, typer.Option(help="sqlite (embedded) or jetstream (starts a local nats-server)")
     ] = "sqlite",
+    downstream: Annotated[
+        bool,
+        typer.Option("--downstream/--no-downstream", help="run the reference ERP and loyalty platform too"),
+    ] = True,
 ) -> None:
-    """Start a hub, drive POS traffic from N stores through it, and print what happened."""
+    """Start a hub (and the reference ERP and loyalty platform), drive POS traffic from N stores
+    through it, and print what happened."""
     from tillflow.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
@@ -148,6 +153,7 @@ def demo(
         seed=seed,
         json_out=json_out,
         bus="jetstream" if bus == "jetstream" else "sqlite",
+        downstream=downstream,
     )
     if bus not in ("sqlite", "jetstream"):
         console.print(f"[red]--bus is sqlite or jetstream, not {bus}[/red]")

@@ -34,8 +34,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tillflow.config import BusSettings, HubSettings, TillflowConfig, dump_config
+from tillflow.connectors.resilience import ResilienceSettings
+from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
 from tillflow.hub.runtime import stop_process
 from tillflow.model import Transaction, transaction_id
+from tillflow.processes import HubProcess, ReferenceService, free_port
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 
@@ -53,45 +56,7 @@ class DemoSettings:
     invalid_share: float = 0.003  # records broken on purpose
     conflicts: int = 2  # records that reuse an identity with different content
     bus: Literal["sqlite", "jetstream"] = "sqlite"  # jetstream: a local nats-server is started
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class HubProcess:
-    """A `tillflow hub` child process with its own config file and data directory."""
-
-    def __init__(self, config_path: Path, log_path: Path, url: str) -> None:
-        self.url = url
-        self.log_path = log_path
-        self._log = log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tillflow.cli", "hub", "--config", str(config_path)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the hub was not ready within {timeout:.0f}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        self._log.close()
+    downstream: bool = True  # start the reference ERP and loyalty platform, and post to them
 
 
 def nats_server_binary() -> str | None:
@@ -130,7 +95,10 @@ def local_nats(store: Path) -> Iterator[str]:
 
 
 def prepare(
-    settings: DemoSettings, data_dir: Path, bus: BusSettings | None = None
+    settings: DemoSettings,
+    data_dir: Path,
+    bus: BusSettings | None = None,
+    connectors: ConnectorSettings | None = None,
 ) -> tuple[Path, TillflowConfig, dict[str, str], str]:
     """Write the config and create one key per store plus an admin key."""
     from tillflow.bootstrap import bootstrap
@@ -140,6 +108,7 @@ def prepare(
         hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL"),
         bus=bus or BusSettings(),
         stores=demo_stores(settings.stores),
+        connectors=connectors or ConnectorSettings(),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "tillflow.yaml"
@@ -163,20 +132,24 @@ def batches(txs: list[Transaction], size: int) -> Iterator[tuple[str, list[dict[
             yield store, records[i : i + size]
 
 
-def sabotage(records: list[dict[str, Any]], rng: random.Random, share: float) -> list[str]:
-    """Break a few records the way real tills do; returns the transaction ids it broke."""
+def sabotage(
+    records: list[dict[str, Any]], rng: random.Random, share: float, spare: frozenset[str] = frozenset()
+) -> list[str]:
+    """Break a few records the way real tills do (never one in `spare`: a sale a later void
+    cancels, which would leave the void waiting for it); returns the transaction ids it broke."""
     broken = []
     for record in records:
         if rng.random() >= share:
             continue
-        broken.append(
-            transaction_id(
-                record["store_id"],
-                record["register_id"],
-                date.fromisoformat(record["business_day"]),
-                record["sequence"],
-            )
+        tx_id = transaction_id(
+            record["store_id"],
+            record["register_id"],
+            date.fromisoformat(record["business_day"]),
+            record["sequence"],
         )
+        if tx_id in spare:
+            continue
+        broken.append(tx_id)
         breakage = rng.choice(("float", "missing", "unbalanced"))
         if breakage == "float":  # a client that sends binary floats
             record["totals"]["grand_total"] = float(record["totals"]["grand_total"])
@@ -198,19 +171,53 @@ def run_demo(settings: DemoSettings) -> int:
             nats_url = stack.enter_context(local_nats(data_dir / "nats"))
             bus = BusSettings(kind="jetstream", servers=[nats_url])
             console.print(f"nats-server with JetStream at {nats_url}")
-        return _run_hub(settings, data_dir, own_dir, bus, console)
+        downstream = stack.enter_context(reference_services(data_dir)) if settings.downstream else {}
+        for service in downstream.values():
+            console.print(f"{service.name} at {service.url}")
+        return _run_hub(settings, data_dir, own_dir, bus, downstream, console)
+
+
+@contextmanager
+def reference_services(data_dir: Path) -> Iterator[dict[str, ReferenceService]]:
+    """The reference ERP and loyalty platform, each its own process and SQLite file."""
+    services = {kind: ReferenceService(kind, data_dir / kind) for kind in ("erp", "loyalty")}
+    try:
+        for service in services.values():
+            service.wait_ready()
+        yield services
+    finally:
+        for service in services.values():
+            service.stop()
+
+
+def connectors_for(downstream: dict[str, ReferenceService]) -> ConnectorSettings:
+    """The hub's connectors to the reference services. The ERP allows 50 requests a second
+    (bursts of 100): the hub keeps to 40, in batches of up to 100 journals."""
+    if not downstream:
+        return ConnectorSettings()
+    return ConnectorSettings(
+        erp=HttpConnectorSettings(
+            url=downstream["erp"].url, resilience=ResilienceSettings(rate=40, burst=20)
+        ),
+        loyalty=HttpConnectorSettings(url=downstream["loyalty"].url),
+    )
 
 
 def _run_hub(
-    settings: DemoSettings, data_dir: Path, own_dir: bool, bus: BusSettings | None, console: Console
+    settings: DemoSettings,
+    data_dir: Path,
+    own_dir: bool,
+    bus: BusSettings | None,
+    downstream: dict[str, ReferenceService],
+    console: Console,
 ) -> int:
-    config_path, config, keys, admin = prepare(settings, data_dir, bus)
+    config_path, config, keys, admin = prepare(settings, data_dir, bus, connectors_for(downstream))
     url = f"http://{config.hub.host}:{config.hub.port}"
     hub = HubProcess(config_path, data_dir / "hub.log", url)
     try:
         hub.wait_ready()
         console.print(f"hub up at [bold]{url}[/bold] (data in {data_dir}, bus: {config.bus.kind})")
-        summary = drive(settings, config, keys, admin, url, console)
+        summary = drive(settings, config, keys, admin, url, console, downstream)
         show(summary, console, settings.json_out)
         if settings.keep_running:
             console.print(f"\nhub running at [bold]{url}[/bold] — OpenAPI at {url}/docs")
@@ -234,13 +241,16 @@ def drive(
     admin: str,
     url: str,
     console: Console,
+    downstream: dict[str, ReferenceService] | None = None,
 ) -> dict[str, Any]:
+    downstream = downstream or {}
     rng = random.Random(settings.seed)
     day = datetime.now(UTC).date()
     gen = PosTrafficGenerator(config.stores, business_day=day, seed=settings.seed)
     txs = gen.transactions(settings.transactions)
     work = list(batches(txs, settings.batch))
-    broken_in = [sabotage(records, rng, settings.invalid_share) for _, records in work]
+    voided = frozenset(tx.voided.transaction_id for tx in txs if tx.voided is not None)
+    broken_in = [sabotage(records, rng, settings.invalid_share, voided) for _, records in work]
     broken_per_batch = [len(ids) for ids in broken_in]
     broken_ids = {tx_id for ids in broken_in for tx_id in ids}
     # a till that reuses sequence numbers after a restore from backup: same identity, other content
@@ -285,19 +295,28 @@ def drive(
                 counts.update(c)
         sent = sum(len(r) for _, r in work + resends)
         send_seconds = time.monotonic() - started
-        catch_up = progress.add_task("inventory applied", total=counts["accepted"])
         admin_headers = {"authorization": f"Bearer {admin}"}
-        deadline = time.monotonic() + 120
-        while True:  # caught up: nothing left to deliver, and every accepted sale applied
+        names = {"inventory": "inventory applied", "posting": "ERP journals", "loyalty": "loyalty accruals"}
+        groups = ["inventory", *(("posting", "loyalty") if downstream else ())]
+        tasks = {g: progress.add_task(names[g], total=counts["accepted"]) for g in groups}
+        deadline = time.monotonic() + 300
+        while True:  # caught up: every flow handled every event, every accepted sale applied
             flows = client.get("/v1/flows", headers=admin_headers).json()
-            group = flows["consumer_groups"].get("inventory", {"position": 0, "lag": flows["head"]})
-            progress.update(catch_up, completed=min(group["position"], counts["accepted"]))
-            if group["lag"] == 0 or time.monotonic() > deadline:
+            states = {
+                g: flows["consumer_groups"].get(g, {"position": 0, "lag": flows["head"]}) for g in groups
+            }
+            for g, state in states.items():
+                progress.update(tasks[g], completed=min(state["position"], counts["accepted"]))
+            if (
+                all(st["lag"] == 0 and not st.get("pending") for st in states.values())
+                or time.monotonic() > deadline
+            ):
                 stats = client.get("/v1/stats", headers=admin_headers).json()
                 applied = stats["latency_ms"]["received_to_inventory"]["count"]
                 if applied >= counts["accepted"] or time.monotonic() > deadline:
                     break
             time.sleep(0.1)
+        group = states["inventory"]
         total_seconds = time.monotonic() - started
     trace: dict[str, Any] = {}
     if accepted:
@@ -307,7 +326,9 @@ def drive(
         ).json()
     latency = stats["latency_ms"]["received_to_inventory"]
     expected_accepted = settings.transactions - broken
+    activity = downstream_activity(txs, set(accepted), downstream, states) if downstream else {}
     return {
+        "downstream": activity,
         "stores": settings.stores,
         "sent": sent,
         "accepted": counts["accepted"],
@@ -325,7 +346,51 @@ def drive(
         and counts["invalid"] == expected_invalid
         and counts["conflict"] == len(clashes)
         and group["lag"] == 0
-        and latency["count"] >= counts["accepted"],
+        and latency["count"] >= counts["accepted"]
+        and all(a["consistent"] for a in activity.values()),
+    }
+
+
+def downstream_activity(
+    txs: list[Transaction],
+    accepted: set[str],
+    services: dict[str, ReferenceService],
+    groups: dict[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """What the reference ERP and loyalty platform hold after the run (their own figures, over
+    HTTP), beside what the accepted transactions should have given them."""
+    from tillflow.flows.loyalty import EARNING_KINDS, earning_lines
+    from tillflow.flows.posting import PostingAccounts, journal_for
+
+    accounts = PostingAccounts()
+    by_id = {tx.transaction_id: tx for tx in txs}
+    journals = accruals = 0
+    for tx_id in accepted:
+        tx = by_id[tx_id]
+        moved = by_id.get(tx.voided.transaction_id) if tx.voided is not None else tx
+        journals += moved is not None and journal_for(moved, accounts) is not None
+        accruals += tx.customer is not None and tx.kind in EARNING_KINDS and bool(earning_lines(tx))
+    erp, loyalty = services["erp"].state(), services["loyalty"].state()
+    posting, earning = groups["posting"], groups["loyalty"]
+    return {
+        "erp": {
+            "journals_expected": journals,
+            "journals_posted": erp["journals_posted"],
+            "journal_lines": erp["journal_lines"],
+            "rejected": erp["rejected"],
+            "answers": erp["answers"],
+            "dead_letters": posting.get("dead_letters", 0),
+            "consistent": erp["journals_posted"] == journals and not posting.get("dead_letters"),
+        },
+        "loyalty": {
+            "accruals_expected": accruals,
+            "accruals": loyalty["accruals"],
+            "points_issued": loyalty["points_issued"],
+            "points_reversed": loyalty["points_reversed"],
+            "members": loyalty["members"],
+            "dead_letters": earning.get("dead_letters", 0),
+            "consistent": loyalty["accruals"] == accruals and not earning.get("dead_letters"),
+        },
     }
 
 
@@ -351,6 +416,22 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
         ("received → inventory p99 (ms)", _ms(lat["p99"])),
         ("all done in (s)", summary["end_to_end_seconds"]),
     ]
+    erp, loyalty = summary["downstream"].get("erp"), summary["downstream"].get("loyalty")
+    if erp is not None and loyalty is not None:
+        answers = ", ".join(f"{n}×{status}" for status, n in sorted(erp["answers"].items()))
+        rows += [
+            ("ERP journals posted (expected)", f"{erp['journals_posted']} ({erp['journals_expected']})"),
+            ("ERP journal lines", erp["journal_lines"]),
+            ("ERP answers (HTTP status)", answers or "-"),
+            ("posting dead letters", erp["dead_letters"]),
+            ("loyalty accruals (expected)", f"{loyalty['accruals']} ({loyalty['accruals_expected']})"),
+            (
+                "loyalty points issued / reversed",
+                f"{loyalty['points_issued']} / {loyalty['points_reversed']}",
+            ),
+            ("loyalty members", loyalty["members"]),
+            ("loyalty dead letters", loyalty["dead_letters"]),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
@@ -360,7 +441,8 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
         + " → ".join(f"{h['hop']} +{h['since_received_ms']}ms" for h in hops)
     )
     verdict = "[green]consistent[/green]" if summary["consistent"] else "[red]INCONSISTENT[/red]"
-    console.print(f"every record answered as expected and inventory caught up: {verdict}")
+    caught_up = "inventory, ERP and loyalty caught up" if summary["downstream"] else "inventory caught up"
+    console.print(f"every record answered as expected and {caught_up}: {verdict}")
     if os.environ.get("TILLFLOW_DEMO_DEBUG"):
         console.print(summary)
 

@@ -30,57 +30,65 @@ def earning_lines(tx: Transaction) -> list[EarningLine]:
     ]
 
 
+def accrual_of(tx: Transaction) -> Accrual | None:
+    """What a completed transaction earns, if anything: a member's sale or exchange with lines
+    that earn. The transaction id makes the idempotency key."""
+    if tx.customer is None or tx.kind not in EARNING_KINDS:
+        return None
+    lines = earning_lines(tx)
+    if not lines:
+        return None
+    return Accrual(
+        member_id=tx.customer.member_id,
+        program=tx.customer.program,
+        transaction_id=tx.transaction_id,
+        currency=tx.currency,
+        lines=tuple(lines),
+        idempotency_key=f"accrue:{tx.transaction_id}",
+    )
+
+
 def accrue_points(
     events: Sequence[LoggedEvent], *, loyalty: LoyaltyPlatform, transactions: TransactionStore
 ) -> int:
     """Handler of the loyalty consumer group: the batch's accruals in one call, then the
-    reversals of its post-voids. A refused accrual is raised after the others went through (the
-    runner then settles the batch event by event). Returns how many ledger entries it asked for."""
-    accruals: list[Accrual] = []
-    voids: list[Transaction] = []
+    reversals of its post-voids. A post-void can reach the hub before the sale it cancels: its
+    sale's accrual goes first in the same call (a repeat when the sale already earned, and the
+    sale's own event later repeats it), so the reversal always finds what to take back. A
+    refused accrual is raised after the others went through (the runner then settles the batch
+    event by event). Returns how many ledger entries it asked for."""
+    accruals: dict[str, Accrual] = {}
+    reversals: list[tuple[Transaction, Accrual]] = []
     for event in events:
         if event.event.type != TRANSACTION_COMPLETED:
             continue
         tx = Transaction.model_validate_json(event.event.data, context=TRUSTED_CONTEXT)
+        earned = accrual_of(tx if tx.voided is None else _voided(tx, transactions))
+        if earned is None:
+            continue
+        accruals[earned.idempotency_key] = earned
         if tx.voided is not None:
-            voids.append(tx)
-            continue
-        if tx.customer is None or tx.kind not in EARNING_KINDS:
-            continue
-        lines = earning_lines(tx)
-        if lines:
-            accruals.append(
-                Accrual(
-                    member_id=tx.customer.member_id,
-                    program=tx.customer.program,
-                    transaction_id=tx.transaction_id,
-                    currency=tx.currency,
-                    lines=tuple(lines),
-                    idempotency_key=f"accrue:{tx.transaction_id}",
-                )
-            )
-    answers = loyalty.accrue_many(accruals) if accruals else []
-    reversed_ = sum(_reverse_voided(tx, loyalty=loyalty, transactions=transactions) for tx in voids)
+            reversals.append((tx, earned))
+    answers = loyalty.accrue_many(list(accruals.values())) if accruals else []
     for answer in answers:
         if isinstance(answer, DownstreamRejectedError):
             raise answer
-    return len(accruals) + reversed_
+    for void, earned in reversals:
+        loyalty.reverse(
+            earned.member_id,
+            program=earned.program,
+            transaction_id=earned.transaction_id,
+            points=None,
+            idempotency_key=f"void:{void.transaction_id}",
+        )
+    return len(accruals) + len(reversals)
 
 
-def _reverse_voided(void: Transaction, *, loyalty: LoyaltyPlatform, transactions: TransactionStore) -> int:
+def _voided(void: Transaction, transactions: TransactionStore) -> Transaction:
+    """The transaction a post-void cancels, as the hub accepted it."""
     assert void.voided is not None
     target = void.voided.transaction_id
     stored = transactions.get_transaction(target)
     if stored is None:  # retried: the voided sale may still be on its way from the store
         raise FlowError(f"post-void {void.transaction_id}: the voided transaction {target} has not arrived")
-    original = Transaction.model_validate_json(stored.data, context=TRUSTED_CONTEXT)
-    if original.customer is None or original.kind not in EARNING_KINDS or not earning_lines(original):
-        return 0
-    loyalty.reverse(
-        original.customer.member_id,
-        program=original.customer.program,
-        transaction_id=target,
-        points=None,
-        idempotency_key=f"void:{void.transaction_id}",
-    )
-    return 1
+    return Transaction.model_validate_json(stored.data, context=TRUSTED_CONTEXT)
