@@ -36,9 +36,10 @@ from rich.table import Table
 from bench.formats import format_figures
 from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
-from tillflow.demo import HubProcess, local_nats, prepare
+from tillflow.demo import local_nats, prepare
 from tillflow.hub.runtime import tune_gc
 from tillflow.model import Transaction
+from tillflow.processes import HubProcess
 from tillflow.sim.pos import PosTrafficGenerator
 
 RESULTS = Path(__file__).parent / "results"

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tillflow.demo import free_port
+from tillflow.processes import free_port
 
 __all__ = ["ServiceProcess", "free_port", "postgres_server", "unavailable"]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from tillflow.bus.jetstream import JetStreamEventLog
@@ -92,8 +92,9 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         )
         return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
 
-    def consumers() -> list[ConsumerRunner]:
-        return [*(relay() for relay in relays), *(consumer(name, handler) for name, handler in flows.items())]
+    def consumers(only: Collection[str] | None = None) -> list[ConsumerRunner]:
+        runners = [relay() for relay in relays] if only is None or "relay" in only else []
+        return runners + [consumer(name, h) for name, h in flows.items() if only is None or name in only]
 
     def close() -> None:
         for closer in closers:

@@ -55,6 +55,10 @@ def hub(
     role: Annotated[
         str | None, typer.Option(help="all: API + worker process; api: API only; worker: flow consumers only")
     ] = None,
+    flows: Annotated[
+        str | None,
+        typer.Option("--flows", help="worker: only these flows, comma-separated"),
+    ] = None,
 ) -> None:
     """Run the hub: the API gateway and the flow consumers."""
     import uvicorn
@@ -67,8 +71,8 @@ def hub(
     services = bootstrap(cfg)
     tune_gc()
     if cfg.hub.role == "worker":
-        console.print(f"tillflow worker running {', '.join(services.consumer_groups)}")
-        run_worker(services)
+        console.print(f"tillflow worker running {flows or ', '.join(services.consumer_groups)}")
+        run_worker(services, None if flows is None else [f.strip() for f in flows.split(",") if f.strip()])
         return
     worker = None
     if cfg.hub.role == "all":
@@ -76,7 +80,9 @@ def hub(
             *(["--config", str(config)] if config else []),
             *(["--data-dir", str(data_dir)] if data_dir else []),
         ]
-        worker = WorkerSupervisor(passthrough)
+        running = {"relay", *services.consumer_groups}  # a group none of whose flows runs gets no process
+        groups = [g for g in cfg.hub.worker_flows if running & set(g)]
+        worker = WorkerSupervisor(passthrough, [["--flows", ",".join(g)] for g in groups])
     console.print(
         f"tillflow hub on http://{cfg.hub.host}:{cfg.hub.port} ({len(cfg.stores)} stores configured)"
     )

@@ -11,10 +11,10 @@ import builtins
 import functools
 import importlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tillflow.connectors.settings import ConnectorSettings
@@ -26,6 +26,9 @@ from tillflow.formats.records import ImportContext
 from tillflow.formats.settings import PoslogSettings, ShopifySettings, SquareSettings
 from tillflow.model import Store
 from tillflow.model.base import CurrencyCode
+
+FlowName = Literal["inventory", "posting", "loyalty"]  # the flows this release runs; a typo fails at start
+WorkerFlow = Literal["relay", "inventory", "posting", "loyalty"]  # what a worker process can run
 
 
 class HubSettings(BaseModel):
@@ -42,12 +45,21 @@ class HubSettings(BaseModel):
     max_batch_records: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     role: Literal["all", "api", "worker"] = "all"
+    # role `all`: one worker process per group of flows, so a flow busy with a slow ERP never
+    # slows another (a bulkhead); "relay" is the outbox relay to JetStream. Every flow is in one.
+    worker_flows: list[list[WorkerFlow]] = [["relay", "inventory"], ["posting", "loyalty"]]
+
+    @field_validator("worker_flows")
+    @classmethod
+    def _every_flow_runs_once(cls, groups: list[list[str]]) -> list[list[str]]:
+        named = [flow for group in groups for flow in group]
+        missing = set(get_args(WorkerFlow)) - set(named)
+        if missing or len(named) != len(set(named)):
+            raise ValueError(f"every flow in exactly one worker group (missing: {sorted(missing) or 'none'})")
+        return groups
 
     def resolved_state_url(self) -> str:
         return self.state_url or f"sqlite:///{(self.data_dir / 'tillflow.db').resolve()}"
-
-
-FlowName = Literal["inventory", "posting", "loyalty"]  # the flows this release runs; a typo fails at start
 
 
 @functools.cache

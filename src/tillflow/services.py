@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +33,14 @@ class Services:
     stats: StatsReader
     consumer_groups: tuple[str, ...]
     import_context: ImportContext  # stores and policy maps, for the formats the gateway reads
-    make_consumers: Callable[[], list[ConsumerRunner]]
+    make_consumers: Callable[[Collection[str] | None], list[ConsumerRunner]]
     postings: PostingLog  # what the ERP targets answered for each posting
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
     erp_targets: Callable[[], dict[str, ErpSystem]] = field(default=dict)  # by name: cloud, legacy
 
-    def consumers(self) -> list[ConsumerRunner]:
-        """Fresh runners for every flow consumer group of this deployment."""
-        return self.make_consumers()
+    def consumers(self, flows: Collection[str] | None = None) -> list[ConsumerRunner]:
+        """Fresh runners for every flow consumer group of this deployment (of `flows` only,
+        when given; "relay" names the outbox relay to JetStream)."""
+        return self.make_consumers(flows)

@@ -13,8 +13,8 @@ import pytest
 from tests.servers import free_port
 from tillflow.bootstrap import bootstrap
 from tillflow.config import HubSettings, TillflowConfig, dump_config
-from tillflow.demo import HubProcess
 from tillflow.model import Transaction
+from tillflow.processes import HubProcess
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 

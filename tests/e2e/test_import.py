@@ -30,9 +30,9 @@ from tests.servers import free_port
 from tests.shared_data import sample
 from tillflow.bootstrap import bootstrap
 from tillflow.config import HubSettings, TillflowConfig, dump_config
-from tillflow.demo import HubProcess
 from tillflow.formats.policy import PolicyMaps
 from tillflow.model import Store, Transaction
+from tillflow.processes import HubProcess
 
 CLI = [sys.executable, "-m", "tillflow.cli", "import"]
 PROBLEM = "application/problem+json"

@@ -14,8 +14,8 @@ from tests.nats_server import NatsServer, nats_server
 from tests.servers import free_port
 from tillflow.bootstrap import bootstrap
 from tillflow.config import BusSettings, HubSettings, TillflowConfig, dump_config
-from tillflow.demo import HubProcess
 from tillflow.errors import EventLogError
+from tillflow.processes import HubProcess
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from tillflow.services import Services
 
@@ -35,12 +35,13 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def run_worker(services: Services) -> None:
-    """Run every flow consumer until SIGTERM/SIGINT; the batch in hand is finished and acked."""
+def run_worker(services: Services, flows: Collection[str] | None = None) -> None:
+    """Run the flow consumers (of `flows`, or all) until SIGTERM/SIGINT; the batch in hand is
+    finished and acked."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    runners = services.consumers()
+    runners = services.consumers(flows)
     threads = [r.start(stop) for r in runners]
     while not stop.wait(0.5):
         if not all(t.is_alive() for t in threads):
@@ -54,47 +55,58 @@ def run_worker(services: Services) -> None:
 
 
 class WorkerSupervisor:
-    """Keeps one `tillflow hub --role worker` child running beside the API process."""
+    """Keeps `tillflow hub --role worker` children running beside the API process: one per
+    group of flows (each child's own arguments in `groups`); a child that dies is restarted."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.argv = [sys.executable, "-m", "tillflow.cli", "hub", "--role", "worker", *argv]
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, argv: Sequence[str], groups: Sequence[Sequence[str]] = ((),)) -> None:
+        base = [sys.executable, "-m", "tillflow.cli", "hub", "--role", "worker", *argv]
+        self.argvs = [[*base, *group] for group in groups]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * len(self.argvs)
         self.restarts = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.procs = [subprocess.Popen(argv) for argv in self.argvs]
         self._thread.start()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return all(proc is not None and proc.poll() is None for proc in self.procs)
 
     def _watch(self) -> None:
         backoff = 0.5
         while not self._stop.wait(0.5):
             with self._lock:
-                if self.proc is None or self.proc.poll() is None:
-                    continue
-                log.error("worker process exited with %s; restarting in %.1fs", self.proc.returncode, backoff)
+                dead = [
+                    i for i, proc in enumerate(self.procs) if proc is not None and proc.poll() is not None
+                ]
+            if not dead:
+                continue
+            for i in dead:
+                log.error("worker process %d exited; restarting in %.1fs", i, backoff)
             if self._stop.wait(backoff):
                 return
             backoff = min(backoff * 2, 30)
             with self._lock:
                 if self._stop.is_set():
                     return
-                self.restarts += 1
-                self.proc = subprocess.Popen(self.argv)
+                for i in dead:
+                    self.restarts += 1
+                    self.procs[i] = subprocess.Popen(self.argvs[i])
 
     def stop(self) -> None:
         with self._lock:
             self._stop.set()
-            proc = self.proc
+            procs = list(self.procs)
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        if proc is not None:
-            stop_process(proc)
+        for proc in procs:
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)  # all at once: each finishes its batch in hand
+        for proc in procs:
+            if proc is not None:
+                stop_process(proc)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
