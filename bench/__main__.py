@@ -33,6 +33,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
+from bench.downstream import LIMIT, downstream_figures
 from bench.formats import format_figures
 from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
@@ -192,7 +193,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--bus", choices=("sqlite", "jetstream"), default="sqlite")
-    parser.add_argument("--only", choices=("all", "formats"), default="all", help="formats: the parsers only")
+    parser.add_argument(
+        "--only",
+        choices=("all", "formats", "downstream"),
+        default="all",
+        help="formats: the parsers only; downstream: posting against a throttled ERP only",
+    )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
 
@@ -200,6 +206,13 @@ def main() -> None:
     format_results = format_figures()
     if args.only == "formats":
         _report(console, "tillflow bench — format parsers", format_results, "formats")
+        return
+    console.print(f"posting to a reference ERP limited to {LIMIT} requests/s (baseline: that limit)...")
+    downstream_results = downstream_figures()
+    if args.only == "downstream":
+        _report(
+            console, "tillflow bench — ERP posting against its rate limit", downstream_results, "downstream"
+        )
         return
 
     console.print(f"generating {args.transactions} transactions of {args.lines} lines...")
@@ -281,14 +294,15 @@ def main() -> None:
     _report(
         console,
         f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each",
-        results + format_results,
+        results + format_results + downstream_results,
         "sqlite" if args.bus == "sqlite" else args.bus,
     )
     console.print(
         "baseline: pydantic validation + batched SQLite append of the same payloads, in-process, no HTTP"
         " (for memory: the hub's resident memory when idle"
         + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads" if js_tps else "")
-        + "; for the formats: a plain lxml parse / plain csv read of the same sample)"
+        + "; for the formats: a plain lxml parse / plain csv read of the same sample"
+        + f"; for ERP posting: the ERP's own limit of {LIMIT} requests/s)"
     )
 
 

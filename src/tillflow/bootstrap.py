@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tillflow.bus.jetstream import JetStreamEventLog
 from tillflow.bus.runner import ConsumerRunner, Handler, RetryPolicy
 from tillflow.bus.sql import SQLEventLog
 from tillflow.config import FlowName, TillflowConfig
 from tillflow.connectors.resilience import Resilience
+from tillflow.connectors.settings import HttpConnectorSettings
 from tillflow.flows import inventory, loyalty, posting
 from tillflow.model import LoggedEvent
 from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
@@ -23,7 +24,11 @@ from tillflow.storage.postings import SQLPostingLog
 from tillflow.storage.stats import SQLStatsReader
 from tillflow.storage.transactions import SQLTransactionStore
 
+if TYPE_CHECKING:
+    from tillflow.connectors.http import HttpConnector
+
 RELAY_GROUP = "relay.jetstream"
+C = TypeVar("C", bound="HttpConnector")
 
 
 def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
@@ -145,17 +150,7 @@ class Downstream:
         targets: dict[ErpTarget, ErpSystem] = {}
         cloud, legacy = self.settings.erp, self.settings.erp_legacy
         if cloud is not None:
-            guard = self.guards["erp"] = Resilience("erp", cloud.resilience)
-            http = HttpErp(
-                cloud.url,
-                timeout=cloud.timeout,
-                connect_timeout=cloud.connect_timeout,
-                max_connections=cloud.max_connections,
-                max_batch=cloud.max_batch,
-                resilience=guard,
-            )
-            self.closers.append(http.close)
-            targets["cloud"] = http
+            targets["cloud"] = self._http(HttpErp, "erp", cloud)
         if legacy is not None:
             guard = self.guards["erp-legacy"] = Resilience("erp-legacy", legacy.resilience)
             targets["legacy"] = FileErp(legacy.directory, resilience=guard)
@@ -173,13 +168,18 @@ class Downstream:
         found = self.settings.loyalty
         if found is None:
             return None
-        guard = self.guards["loyalty"] = Resilience("loyalty", found.resilience)
-        client = HttpLoyalty(
-            found.url,
-            timeout=found.timeout,
-            connect_timeout=found.connect_timeout,
-            max_connections=found.max_connections,
-            max_batch=found.max_batch,
+        return self._http(HttpLoyalty, "loyalty", found)
+
+    def _http(self, kind: type[C], system: str, settings: HttpConnectorSettings) -> C:
+        """An HTTP connector of `kind` with its own resilience layer, closed with the rest."""
+        guard = self.guards[system] = Resilience(system, settings.resilience)
+        client = kind(
+            settings.url,
+            system=system,
+            timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
+            max_connections=settings.max_connections,
+            max_batch=settings.max_batch,
             resilience=guard,
         )
         self.closers.append(client.close)

@@ -38,7 +38,6 @@ class HttpErp(HttpConnector):
         resilience: Resilience | None = None,
         max_batch: int = 100,
     ) -> None:
-        self.max_batch = max_batch  # journals per batch request
         super().__init__(
             base_url,
             system=system,
@@ -46,6 +45,7 @@ class HttpErp(HttpConnector):
             connect_timeout=connect_timeout,
             max_connections=max_connections,
             resilience=resilience,
+            max_batch=max_batch,
         )
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:

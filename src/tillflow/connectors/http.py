@@ -52,9 +52,11 @@ class HttpConnector:
         max_connections: int,
         transport: httpx.BaseTransport | None = None,
         resilience: Resilience | None = None,
+        max_batch: int = 100,
     ) -> None:
         self.system = system
         self.resilience = resilience
+        self.max_batch = max_batch  # documents in one batch request
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url,

@@ -48,7 +48,6 @@ class HttpLoyalty(HttpConnector):
         transport: httpx.BaseTransport | None = None,
         max_batch: int = 100,
     ) -> None:
-        self.max_batch = max_batch  # accruals per batch request
         super().__init__(
             base_url,
             system=system,
@@ -56,6 +55,7 @@ class HttpLoyalty(HttpConnector):
             connect_timeout=connect_timeout,
             max_connections=max_connections,
             resilience=resilience,
+            max_batch=max_batch,
             transport=transport,
         )
 

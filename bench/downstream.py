@@ -1,0 +1,112 @@
+"""Posting throughput against a throttled ERP, beside the ERP's own limit (the baseline).
+
+The reference ERP runs as its own process with a rate limit of `LIMIT` requests a second
+(bursts of `BURST`). The posting flow of a real hub state posts the journals of `count`
+transactions through the ERP connector, one journal a request, so the limit is a limit on
+journals; the figure is journals posted per second, measured from the first post to the last,
+and the ratio to the limit shows how close the connector runs to what the ERP grants:
+
+- throttled: the connector's throttle set to the ERP's limit; no request is refused;
+- unthrottled: no throttle of ours; the ERP's X-RateLimit-* headers (and its 429s with
+  Retry-After, should the connector still overrun it) alone pace the connector.
+
+(In production the flow posts up to 100 journals a request, so the same limit carries 100
+times the journals; one a request is what makes the limit measurable here.)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tillflow.bootstrap import bootstrap
+from tillflow.config import TillflowConfig
+from tillflow.flows.posting import PostingAccounts, journal_for
+from tillflow.model import Transaction
+from tillflow.processes import ReferenceService
+from tillflow.sim.pos import PosTrafficGenerator, demo_stores
+
+LIMIT = 20  # requests a second the ERP grants
+BURST = 5
+
+
+def _traffic(count: int) -> list[Transaction]:
+    gen = PosTrafficGenerator(demo_stores(4), business_day=datetime.now(UTC).date(), seed=3)
+    return [tx for tx in gen.transactions(count) if tx.voided is None]
+
+
+def _post_all(directory: Path, erp_url: str, txs: list[Transaction], connector: dict[str, Any]) -> float:
+    """Seconds the posting flow takes to post every journal of `txs` (from a standing start)."""
+    from tillflow.ports import IncomingTransaction
+
+    config = TillflowConfig(hub={"data_dir": directory}, connectors={"erp": {"url": erp_url, **connector}})
+    services = bootstrap(config)
+    stop = threading.Event()
+    try:
+        incoming = [
+            IncomingTransaction(tx, tx.model_dump_json().encode(), tx.transaction_id, None) for tx in txs
+        ]
+        services.transactions.record_batch(incoming, received_at=datetime.now(UTC))
+        [runner] = services.consumers(["posting"])
+        runner.idle_wait = 0.01
+        started = time.perf_counter()
+        thread = runner.start(stop)
+        while True:
+            state = services.event_log.read_groups().get("posting")
+            if state is not None and state.lag == 0 and state.pending == 0:
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        stop.set()
+        runner.wake.set()
+        thread.join(timeout=30)
+        if state.dead_letters:
+            raise SystemExit(f"{state.dead_letters} postings were dead-lettered")
+        return seconds
+    finally:
+        services.close()
+
+
+def downstream_figures(count: int = 600) -> list[dict[str, Any]]:
+    """Throttled and unthrottled posting against an ERP limited to LIMIT requests/s."""
+    txs = _traffic(count)
+    journals = sum(1 for tx in txs if journal_for(tx, PostingAccounts()) is not None)
+    figures: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tillflow-bench-erp-") as tmp:
+        root = Path(tmp)
+        settings = root / "erp-settings.yaml"
+        settings.write_text(yaml.safe_dump({"rate_limit": {"per_second": LIMIT, "burst": BURST}}))
+        runs: dict[str, dict[str, Any]] = {
+            "throttled at the limit": {"max_batch": 1, "resilience": {"rate": LIMIT, "burst": BURST}},
+            "unthrottled (the ERP's headers pace it)": {"max_batch": 1},
+        }
+        for n, (name, connector) in enumerate(runs.items()):
+            erp = ReferenceService("erp", root / f"erp-{n}", settings_path=settings)
+            try:
+                erp.wait_ready()
+                seconds = _post_all(root / f"hub-{n}", erp.url, txs, connector)
+                state = erp.state()
+            finally:
+                erp.stop()
+            answers = state["answers"]
+            assert isinstance(answers, dict)
+            if state["journals_posted"] != journals:
+                raise SystemExit(f"{name}: {state['journals_posted']} journals posted, {journals} expected")
+            rate = journals / seconds
+            requests = sum(answers.values())
+            figures.append(
+                {
+                    "name": f"ERP posting, {name}",
+                    "value": round(rate, 1),
+                    "unit": f"journals/s ({answers.get('429', 0)}×429 in {requests} requests)",
+                    "baseline": LIMIT,
+                    "ratio": round(rate / LIMIT, 3),
+                }
+            )
+    return figures
