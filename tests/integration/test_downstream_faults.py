@@ -185,6 +185,30 @@ class TestErpOutage:
         assert hub.services.event_log.read_groups()["posting"].dead_letters == 0
 
 
+class TestMaintenanceWindows:
+    def test_posting_pauses_through_a_configured_window_without_calling_the_erp(
+        self, tmp_path: Path, hubs: list[Hub], processes: list[Any]
+    ) -> None:
+        erp = start_erp(tmp_path)
+        processes.append(erp)
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        window = {"start": start.isoformat(), "end": (start + timedelta(seconds=6)).isoformat()}
+        hub = Hub(tmp_path, {"erp": erp_connector(erp, maintenance=[{**window, "lead_seconds": 5}])})
+        hubs.append(hub)
+        txs = traffic(20)
+        hub.accept(txs)
+
+        runners = hub.run("posting")
+        time.sleep(4)  # inside the lead and the window
+        assert erp.state()["answers"] == {}  # not one call: the flow paused ahead of the window
+        hub.settled("posting", timeout=60)
+
+        assert datetime.now(UTC) >= start + timedelta(seconds=6)
+        assert erp.state()["journals_posted"] == len(journals_expected(txs))
+        assert runners["posting"].stats.pauses >= 1 and runners["posting"].stats.naks == 0
+        assert hub.services.downstream_figures()["erp"]["paused_by_maintenance"] >= 1
+
+
 class TestThrottling:
     def test_a_storm_of_429s_loses_nothing_and_posts_nothing_twice(
         self, tmp_path: Path, hubs: list[Hub], processes: list[Any]

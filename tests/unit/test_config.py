@@ -152,3 +152,39 @@ class TestTheReadmeConfig:
         assert context.store_id("9") == "S009"
         assert context.tender_kind("S009", ["CHECK"], "tender").value == "voucher"
         assert "backoffice" in config.imports.csv.layouts
+        routing = config.connectors.erp_routing
+        assert routing is not None and routing.route("S001", "eu") == "cloud"
+        assert routing.route("S002", "eu") == "both" and routing.route("S003", "us") == "legacy"
+        [weekly, once] = config.connectors.erp.resilience.maintenance  # type: ignore[union-attr]
+        assert weekly.days == ("sun",) and once.start is not None
+
+
+ERP_URL = {"url": "http://127.0.0.1:8720"}
+
+
+class TestConnectors:
+    def test_routing_to_an_erp_that_is_not_configured_is_refused(self, tmp_path: Path) -> None:
+        connectors = {"erp": ERP_URL, "erp_routing": {"stores": {"S001": "both"}}}
+        with pytest.raises(ConfigError, match=r"connectors: .*\['legacy'\], which is not configured"):
+            load_config(write(tmp_path, {"connectors": connectors}))
+
+    def test_two_erps_need_a_routing(self, tmp_path: Path) -> None:
+        connectors = {"erp": ERP_URL, "erp_legacy": {"directory": str(tmp_path)}}
+        with pytest.raises(ConfigError, match="erp_routing says which gets what"):
+            load_config(write(tmp_path, {"connectors": connectors}))
+
+    def test_one_erp_gets_every_posting_without_a_routing(self, tmp_path: Path) -> None:
+        config = load_config(write(tmp_path, {"connectors": {"erp_legacy": {"directory": str(tmp_path)}}}))
+        routing = config.connectors.erp_routing_or_default()
+        assert routing is not None and routing.route("S001", None) == "legacy"
+
+    def test_a_malformed_maintenance_window_names_its_path(self, tmp_path: Path) -> None:
+        window = {"days": ["sunday"], "from_time": "02:00", "to_time": "04:00"}
+        erp = ERP_URL | {"resilience": {"maintenance": [window]}}
+        with pytest.raises(ConfigError, match=r"connectors\.erp\.resilience\.maintenance\.0\.days"):
+            load_config(write(tmp_path, {"connectors": {"erp": erp}}))
+
+    def test_every_flow_runs_in_exactly_one_worker(self, tmp_path: Path) -> None:
+        hub = {"worker_flows": [["relay", "inventory"], ["posting"]]}
+        with pytest.raises(ConfigError, match=r"hub\.worker_flows: .*missing: \['loyalty'\]"):
+            load_config(write(tmp_path, {"hub": hub}))

@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 import pytest
 
 from tillflow.bus.runner import ConsumerRunner, RetryPolicy
-from tillflow.errors import PoisonEventError, StorageError
+from tillflow.errors import (
+    DownstreamPausedError,
+    DownstreamRejectedError,
+    DownstreamUnavailableError,
+    PoisonEventError,
+    StorageError,
+)
 from tillflow.model import CloudEvent, LoggedEvent
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -338,6 +344,61 @@ class TestOutages:
         assert log.position == 5 and calls[:2] == [5, 5]
         assert log.failures == ["StorageError: state store restarting"]
         assert r.stats.failures == 1
+
+
+class TestDownstreamSystems:
+    def test_a_paused_connector_pauses_the_flow_without_counting_anything(self) -> None:
+        log = ListLog(["S1"] * 3)
+        calls: list[int] = []
+        stop = threading.Event()
+
+        def erp_paused_then_back(batch: Sequence[LoggedEvent]) -> None:
+            calls.append(len(batch))
+            if len(calls) <= 8:  # more than SUSPECT_AFTER pauses in a row: still not suspected
+                raise DownstreamPausedError("erp", "the circuit is open", retry_after=0.001)
+            stop.set()
+
+        r = ConsumerRunner(log, "g", erp_paused_then_back, max_backoff=0.01)
+        thread = r.start(stop)
+        thread.join(timeout=30)
+        assert log.position == 3 and calls == [3] * 9
+        assert (log.naks, log.dead, log.failures) == ([], [], [])
+        assert (r.stats.pauses, r.stats.failures) == (8, 0)
+
+    def test_a_pause_while_events_are_suspected_is_still_no_one_s_fault(self) -> None:
+        log = ListLog(["S1", "S2"])
+        _, handler = failing_on(2, error=DownstreamPausedError("erp", "maintenance", retry_after=60))
+        with pytest.raises(DownstreamPausedError):
+            runner(log, handler).run_once(suspect_events=True)
+        assert log.naks == [] and log.dead == []
+
+    def test_a_posting_the_system_refuses_is_dead_lettered_with_its_reason_at_once(self) -> None:
+        log = ListLog(["S1", "S1", "S1"])
+        refused = DownstreamRejectedError("erp", "account 4999 does not exist", status=422)
+        applied, handler = failing_on(2, error=refused)
+        runner(log, handler).run_once()
+        assert applied == [1, 3]  # the store's later event is not held behind it
+        [(seq, reason)] = log.dead
+        assert seq == 2 and "account 4999 does not exist" in reason
+        assert log.naks == []
+
+    def test_an_unavailable_system_that_says_when_is_waited_for_that_long(self) -> None:
+        log = ListLog(["S1"])
+        waits: list[float] = []
+
+        class Recording(threading.Event):
+            """Records the first wait and stops the loop."""
+
+            def wait(self, timeout: float | None = None) -> bool:
+                waits.append(timeout or 0.0)
+                self.set()
+                return True
+
+        def throttled(batch: Sequence[LoggedEvent]) -> None:
+            raise DownstreamUnavailableError("erp", "answered 503", retry_after=7, status=503)
+
+        ConsumerRunner(log, "g", throttled, max_backoff=0.01).run_until(Recording())
+        assert waits == [7]
 
 
 class TestRelays:
