@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -76,7 +75,7 @@ class RoutedErp:
             )
             answers.update(((i, target), answer) for i, answer in zip(mine, got, strict=True))
             self.postings.record_outcomes(
-                [_outcome(journals[i], target, answers[(i, target)]) for i in mine], at=self.now()
+                [_journal_outcome(journals[i], target, answers[(i, target)]) for i in mine], at=self.now()
             )
         return [answers[(i, route[0])] for i, route in enumerate(routes)]
 
@@ -89,60 +88,23 @@ class RoutedErp:
         batch_id: str,
         idempotency_key: str,
     ) -> PostingReceipt:
-        return self._post(
-            store_id,
-            business_day,
-            "movements",
-            batch_id,
-            lambda erp: erp.post_movements(
-                store_id, business_day, movements, batch_id=batch_id, idempotency_key=idempotency_key
-            ),
-            lines=len(movements),
-        )
-
-    def _post(
-        self,
-        store_id: str,
-        business_day: date,
-        kind: str,
-        external_id: str,
-        send: Callable[[ErpSystem], PostingReceipt],
-        *,
-        lines: int,
-        amounts: tuple[tuple[str, Decimal], ...] = (),
-        transaction_ids: tuple[str, ...] = (),
-    ) -> PostingReceipt:
         targets = self.route(store_id)
-        outcomes: list[PostingOutcome] = []
-        receipt: PostingReceipt | None = None
-        refused: DownstreamRejectedError | None = None
+        answers: dict[str, PostingReceipt | DownstreamRejectedError] = {}
         for target in targets:
-            answer = PostingOutcome(
-                external_id=external_id,
-                target=target,
-                store_id=store_id,
-                business_day=business_day,
-                kind=kind,
-                accepted=True,
-                lines=lines,
-                amounts=amounts,
-                transaction_ids=transaction_ids,
-            )
             try:
-                got = send(self.targets[target])
+                answers[target] = self.targets[target].post_movements(
+                    store_id, business_day, movements, batch_id=batch_id, idempotency_key=idempotency_key
+                )
             except DownstreamRejectedError as exc:
-                outcomes.append(replace(answer, accepted=False, reason=exc.reason))
-                if target == targets[0]:
-                    refused = exc
-                continue
-            outcomes.append(replace(answer, document_number=got.document_number))
-            if target == targets[0]:
-                receipt = got
-        self.postings.record_outcomes(outcomes, at=self.now())
-        if refused is not None:
-            raise refused
-        assert receipt is not None
-        return receipt
+                answers[target] = exc
+            outcome = _outcome(
+                batch_id, store_id, business_day, "movements", target, answers[target], lines=len(movements)
+            )
+            self.postings.record_outcomes([outcome], at=self.now())
+        first = answers[targets[0]]
+        if isinstance(first, DownstreamRejectedError):
+            raise first
+        return first
 
     def posting_status(self, external_id: str) -> PostingReceipt | None:
         order = sorted(self.targets, key=lambda t: t != self.routing.primary)
@@ -157,20 +119,46 @@ class RoutedErp:
 
 
 def _outcome(
+    external_id: str,
+    store_id: str,
+    business_day: date,
+    kind: str,
+    target: str,
+    answer: PostingReceipt | DownstreamRejectedError,
+    *,
+    lines: int,
+    amounts: tuple[tuple[str, Decimal], ...] = (),
+    transaction_ids: tuple[str, ...] = (),
+) -> PostingOutcome:
+    refused = answer if isinstance(answer, DownstreamRejectedError) else None
+    return PostingOutcome(
+        external_id=external_id,
+        target=target,
+        store_id=store_id,
+        business_day=business_day,
+        kind=kind,
+        accepted=refused is None,
+        document_number=None if isinstance(answer, DownstreamRejectedError) else answer.document_number,
+        reason=None if refused is None else refused.reason,
+        lines=lines,
+        amounts=amounts,
+        transaction_ids=transaction_ids,
+    )
+
+
+def _journal_outcome(
     journal: Journal, target: str, answer: PostingReceipt | DownstreamRejectedError
 ) -> PostingOutcome:
     debits: dict[str, Decimal] = defaultdict(Decimal)
     for line in journal.lines:
         debits[line.currency] += line.debit
-    return PostingOutcome(
-        external_id=journal.journal_id,
-        target=target,
-        store_id=journal.store_id,
-        business_day=journal.business_day,
-        kind="journal",
-        accepted=not isinstance(answer, DownstreamRejectedError),
-        document_number=None if isinstance(answer, DownstreamRejectedError) else answer.document_number,
-        reason=answer.reason if isinstance(answer, DownstreamRejectedError) else None,
+    return _outcome(
+        journal.journal_id,
+        journal.store_id,
+        journal.business_day,
+        "journal",
+        target,
+        answer,
         lines=len(journal.lines),
         amounts=tuple(sorted(debits.items())),
         transaction_ids=journal.source_transactions,
