@@ -401,7 +401,7 @@ class TestPostVoids:
         )
         journal = posted(original)
 
-        reversal = void_journal(void, journal)
+        reversal = void_journal(void, journal, ACCOUNTS)
 
         assert entries(reversal) == [
             (GROCERY, "debit", D("10.00")),
@@ -412,19 +412,36 @@ class TestPostVoids:
         assert reversal.journal_id == "void.S001.R01.2026-11-29.00000043"
         assert reversal.source_transactions == (void.transaction_id,)
 
+    def test_a_split_sale_refunded_to_one_card_credits_that_card(self) -> None:
+        original = build(
+            item(1, "100.00"),
+            tenders=[tender("card", "70.00"), tender("gift_card", "30.00")],
+        )
+        void = build(
+            kind="void",
+            sequence=43,
+            voided=original.ref.model_dump(),
+            tenders=[tender("card", "-100.00")],
+            totals={"subtotal": "-100.00", "tax": "0", "grand_total": "-100.00"},
+        )
+
+        reversal = void_journal(void, posted(original), ACCOUNTS)
+
+        assert entries(reversal) == [(GROCERY, "debit", D("100.00")), (CARD, "credit", D("100.00"))]
+
     def test_the_void_journal_is_dated_on_the_day_of_the_void(self) -> None:
         original = sale(1)
         void = post_void(2, original).model_copy(update={"business_day": date(2026, 11, 30)})
 
-        assert void_journal(void, posted(original)).business_day == date(2026, 11, 30)
+        assert void_journal(void, posted(original), ACCOUNTS).business_day == date(2026, 11, 30)
 
     def test_a_void_journal_needs_the_journal_of_what_it_voids(self) -> None:
         first, second = sale(1), sale(2)
 
         with pytest.raises(ValueError, match="is not the journal of"):
-            void_journal(post_void(3, first), posted(second))
+            void_journal(post_void(3, first), posted(second), ACCOUNTS)
         with pytest.raises(ValueError, match="is not a post-void"):
-            void_journal(second, posted(first))
+            void_journal(second, posted(first), ACCOUNTS)
 
 
 class TestAccounts:
@@ -490,7 +507,7 @@ class TestProperties:
             journal = journal_for(tx, ACCOUNTS)
             if tx.kind is TransactionKind.VOID:
                 assert journal is None and tx.voided is not None
-                journal = void_journal(tx, journals[tx.voided.transaction_id])
+                journal = void_journal(tx, journals[tx.voided.transaction_id], ACCOUNTS)
             assert journal is not None
             journals[tx.transaction_id] = journal
 

@@ -14,13 +14,14 @@ What is posted where, for a sale (a return or a refund flips each side):
   transaction is refused as a poison event.
 
 Amounts on the same account, side and dimensions are summed; zero amounts are dropped. A
-post-void posts nothing of its own: `void_journal` reverses the journal of what it voids.
+post-void posts nothing of its own: `void_journal` reverses the revenue and tax of what it
+voids, and books the tenders it paid back.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
@@ -67,6 +68,9 @@ DEFAULT_TENDER: Final = {
 }
 
 _Key = tuple[str, bool, str, tuple[tuple[str, str], ...]]  # account, debit?, description, dimensions
+_Entry = tuple[
+    str, Decimal, str, dict[str, str]
+]  # account, signed amount (debit > 0), description, dimensions
 
 
 class PostingAccounts(BaseModel):
@@ -109,9 +113,38 @@ def journal_for(tx: Transaction, accounts: PostingAccounts) -> Journal | None:
     for a transaction that moves no money."""
     if tx.kind is TransactionKind.VOID:
         return None
+    return _assemble(tx, _postings(tx, accounts), accounts, journal_id_for(tx.transaction_id))
+
+
+def void_journal(void_tx: Transaction, original: Journal, accounts: PostingAccounts) -> Journal:
+    """The journal of a post-void, on the void's own business day: the revenue and tax of the
+    voided transaction's journal, debit and credit swapped, and the tenders the void itself
+    paid back (a split sale refunded to one card credits that card, not the original split)."""
+    if void_tx.voided is None:
+        raise ValueError(f"{void_tx.transaction_id} is not a post-void")
+    voided = void_tx.voided.transaction_id
+    if original.source_transactions and voided not in original.source_transactions:
+        raise ValueError(f"journal {original.journal_id} is not the journal of {voided}")
+    mirrored = [
+        (line.account, line.credit - line.debit, line.description, dict(line.dimensions))
+        for line in original.lines
+        if "tender" not in line.dimensions and line.description != "rounding"
+    ]
+    entries = [*mirrored, *_tender_postings(void_tx, accounts)]
+    journal = _assemble(void_tx, entries, accounts, journal_id_for(void_tx.transaction_id, prefix="void"))
+    if journal is None:
+        raise PoisonEventError(f"post-void {void_tx.transaction_id} reverses nothing")
+    return journal
+
+
+def _assemble(
+    tx: Transaction, entries: Iterable[_Entry], accounts: PostingAccounts, journal_id: str
+) -> Journal | None:
+    """The journal of `entries`: equal account, side and dimensions summed, zeros dropped,
+    what is left within a few minor units to the rounding account."""
     base = {"store": tx.store_id, "register": tx.register_id}
     totals: dict[_Key, Decimal] = {}
-    for account, amount, description, dims in _postings(tx, accounts):
+    for account, amount, description, dims in entries:
         if amount:
             key = (account, amount > 0, description, tuple(sorted({**base, **dims}.items())))
             totals[key] = totals.get(key, ZERO) + abs(amount)
@@ -123,7 +156,7 @@ def journal_for(tx: Transaction, accounts: PostingAccounts) -> Journal | None:
         key = (accounts.rounding, leftover < 0, "rounding", tuple(sorted(base.items())))
         lines.append(_line(key, abs(leftover), tx.currency))
     return Journal(
-        journal_id=journal_id_for(tx.transaction_id),
+        journal_id=journal_id,
         store_id=tx.store_id,
         business_day=tx.business_day,
         lines=tuple(lines),
@@ -131,28 +164,7 @@ def journal_for(tx: Transaction, accounts: PostingAccounts) -> Journal | None:
     )
 
 
-def void_journal(void_tx: Transaction, original: Journal) -> Journal:
-    """The journal of a post-void: the lines of the voided transaction's journal, debit and
-    credit swapped, on the void's own business day."""
-    if void_tx.voided is None:
-        raise ValueError(f"{void_tx.transaction_id} is not a post-void")
-    voided = void_tx.voided.transaction_id
-    if original.source_transactions and voided not in original.source_transactions:
-        raise ValueError(f"journal {original.journal_id} is not the journal of {voided}")
-    return Journal(
-        journal_id=journal_id_for(void_tx.transaction_id, prefix="void"),
-        store_id=void_tx.store_id,
-        business_day=void_tx.business_day,
-        lines=tuple(
-            line.model_copy(update={"debit": line.credit, "credit": line.debit}) for line in original.lines
-        ),
-        source_transactions=(void_tx.transaction_id,),
-    )
-
-
-def _postings(
-    tx: Transaction, accounts: PostingAccounts
-) -> Iterator[tuple[str, Decimal, str, dict[str, str]]]:
+def _postings(tx: Transaction, accounts: PostingAccounts) -> Iterator[_Entry]:
     """Every amount of `tx` as (account, signed amount: positive debits, description, dimensions)."""
     for line, revenue in zip(tx.lines, line_revenues(tx), strict=True):
         dept = line.department
@@ -163,6 +175,10 @@ def _postings(
     for tax in tx.taxes:
         account = accounts.tax_payable.get(tax.code, accounts.tax_payable_default)
         yield account, -tax.amount, f"tax {tax.code}", {"tax_code": tax.code}
+    yield from _tender_postings(tx, accounts)
+
+
+def _tender_postings(tx: Transaction, accounts: PostingAccounts) -> Iterator[_Entry]:
     for tender in tx.tenders:
         kind = tender.kind
         yield (
@@ -275,4 +291,4 @@ def _reversal(void: Transaction, transactions: TransactionStore, accounts: Posti
     if stored is None:  # retried: the voided sale may still be on its way from the store
         raise FlowError(f"post-void {void.transaction_id}: the voided transaction {target} has not arrived")
     original = journal_for(Transaction.model_validate_json(stored.data, context=TRUSTED_CONTEXT), accounts)
-    return None if original is None else void_journal(void, original)
+    return None if original is None else void_journal(void, original, accounts)
