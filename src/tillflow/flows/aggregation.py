@@ -85,11 +85,10 @@ def aggregate_store_day(
     log: list[MergedLine] = []
     for n, part in enumerate(parts, start=1):
         journal_id = merged_journal_id(store_id, business_day, n, register=register, adjustment=adjustment)
-        journal, lines = _merge(part, journal_id, store_id, business_day, keep_register=register is not None)
-        if journal is None:
-            continue
-        merged.append(journal)
-        log += lines
+        one, lines = _merge(part, journal_id, store_id, business_day, keep_register=register is not None)
+        if one is not None:
+            merged.append(one)
+            log += lines
     return StoreDayPosting(tuple(merged), tuple(log))
 
 
