@@ -33,7 +33,7 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from bench.downstream import LIMIT, downstream_figures
+from bench.downstream import LIMIT, aggregated_figure, downstream_figures
 from bench.formats import format_figures
 from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
@@ -209,6 +209,8 @@ def main() -> None:
         return
     console.print(f"posting to a reference ERP limited to {LIMIT} requests/s (baseline: that limit)...")
     downstream_results = downstream_figures()
+    console.print("aggregated posting of one store-day (baseline: a plain-Python sum of the same amounts)...")
+    downstream_results.append(aggregated_figure())
     if args.only == "downstream":
         _report(
             console, "tillflow bench — ERP posting against its rate limit", downstream_results, "downstream"
@@ -302,7 +304,8 @@ def main() -> None:
         " (for memory: the hub's resident memory when idle"
         + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads" if js_tps else "")
         + "; for the formats: a plain lxml parse / plain csv read of the same sample"
-        + f"; for ERP posting: the ERP's own limit of {LIMIT} requests/s)"
+        + f"; for ERP posting: the ERP's own limit of {LIMIT} requests/s"
+        + "; for aggregated posting: a plain-Python sum of the same amounts, the ratio time over time)"
     )
 
 

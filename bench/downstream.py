@@ -110,3 +110,51 @@ def downstream_figures(count: int = 600) -> list[dict[str, Any]]:
                 }
             )
     return figures
+
+
+def aggregated_figure(count: int = 30_000) -> dict[str, Any]:
+    """One store-day of `count` transactions: journals built, merged under the reference ERP's
+    lines limit and posted to it (no rate limit), beside a plain-Python sum of the same
+    amounts (revenue by department, tax by code, tenders by kind)."""
+    from tillflow.connectors.erp_http import HttpErp
+    from tillflow.flows.aggregation import aggregate_store_day
+
+    day = datetime.now(UTC).date()
+    gen = PosTrafficGenerator(demo_stores(1), business_day=day, seed=5)
+    txs = [tx for tx in gen.transactions(count) if tx.voided is None]
+    started = time.perf_counter()
+    sums: dict[Any, Any] = {}
+    for tx in txs:
+        for line in tx.lines:
+            sums[line.department] = sums.get(line.department, 0) + line.net_amount
+        for tax in tx.taxes:
+            sums[tax.code] = sums.get(tax.code, 0) + tax.amount
+        for tender in tx.tenders:
+            sums[tender.kind] = sums.get(tender.kind, 0) + tender.amount - tender.change
+    baseline = time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="tillflow-bench-erp-") as tmp:
+        settings = Path(tmp) / "erp-settings.yaml"
+        settings.write_text(yaml.safe_dump({"rate_limit": None}))
+        erp = ReferenceService("erp", Path(tmp) / "erp", settings_path=settings)
+        try:
+            erp.wait_ready()
+            with HttpErp(erp.url) as client:
+                started = time.perf_counter()
+                accounts = PostingAccounts()
+                journals = [j for j in (journal_for(tx, accounts) for tx in txs) if j is not None]
+                posting = aggregate_store_day(journals, store_id="S001", business_day=day, max_lines=500)
+                keys = [j.journal_id for j in posting.journals]
+                answers = client.post_journals(posting.journals, idempotency_keys=keys)
+                seconds = time.perf_counter() - started
+        finally:
+            erp.stop()
+    refused = [a for a in answers if isinstance(a, Exception)]
+    if refused:
+        raise SystemExit(f"the ERP refused an aggregated journal: {refused[0]}")
+    return {
+        "name": f"aggregated posting of a store-day ({len(txs)} transactions)",
+        "value": round(seconds, 2),
+        "unit": f"s to build and post ({len(posting.journals)} journals)",
+        "baseline": round(baseline, 3),
+        "ratio": round(seconds / baseline, 1),
+    }

@@ -225,8 +225,11 @@ def _allocate(amount: Decimal, estimates: Sequence[Decimal], quantum: Decimal) -
 
 
 def _line(key: _Key, amount: Decimal, currency: str) -> JournalLine:
+    """A journal line from amounts of a validated transaction (in its currency's minor units:
+    the allocations are quantized to them), so the line's own checks are not run again; the
+    journal still checks that it balances."""
     account, debit, description, dims = key
-    return JournalLine(
+    return JournalLine.model_construct(
         account=account,
         debit=amount if debit else ZERO,
         credit=ZERO if debit else amount,
