@@ -16,6 +16,7 @@ times the journals; one a request is what makes the limit measurable here.)
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import threading
 import time
@@ -49,8 +50,9 @@ def _post_all(directory: Path, erp_url: str, txs: list[Transaction], connector: 
     services = bootstrap(config)
     stop = threading.Event()
     try:
+        payloads = [(tx, tx.model_dump_json().encode()) for tx in txs]
         incoming = [
-            IncomingTransaction(tx, tx.model_dump_json().encode(), tx.transaction_id, None) for tx in txs
+            IncomingTransaction(tx, data, hashlib.sha256(data).hexdigest(), None) for tx, data in payloads
         ]
         services.transactions.record_batch(incoming, received_at=datetime.now(UTC))
         [runner] = services.consumers(["posting"])

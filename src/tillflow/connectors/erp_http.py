@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, replayed, segment
-from tillflow.connectors.resilience import Resilience
 from tillflow.errors import DownstreamRejectedError
 from tillflow.model import InventoryMovement, Journal, JournalLine
 from tillflow.ports import PostingReceipt, TrialBalanceLine
@@ -27,26 +26,9 @@ __all__ = ["HttpErp"]
 class HttpErp(HttpConnector):
     """`ErpSystem` over HTTP. Use as a context manager, or `close()` it when done."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        max_connections: int = 20,
-        system: str = "erp",
-        resilience: Resilience | None = None,
-        max_batch: int = 100,
-    ) -> None:
-        super().__init__(
-            base_url,
-            system=system,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            resilience=resilience,
-            max_batch=max_batch,
-        )
+    SYSTEM = "erp"
+    TIMEOUT = 10.0
+    CONNECT_TIMEOUT = 3.0
 
     def post_journal(self, journal: Journal, *, idempotency_key: str) -> PostingReceipt:
         answer = self.send("POST", "/api/journals", json=_journal(journal), idempotency_key=idempotency_key)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -40,20 +40,27 @@ _MAX_TEXT = 300  # of a body that is not a problem document, quoted in a reason
 
 class HttpConnector:
     """A pooled JSON-over-HTTP client for one downstream system. Use as a context manager, or
-    `close()` it when done."""
+    `close()` it when done. A subclass names its system and its usual timeouts (seconds)."""
+
+    SYSTEM: ClassVar[str] = "downstream"
+    TIMEOUT: ClassVar[float] = 10.0
+    CONNECT_TIMEOUT: ClassVar[float] = 3.0
 
     def __init__(
         self,
         base_url: str,
         *,
-        system: str,
-        timeout: float,
-        connect_timeout: float,
-        max_connections: int,
+        system: str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_connections: int = 20,
         transport: httpx.BaseTransport | None = None,
         resilience: Resilience | None = None,
         max_batch: int = 100,
     ) -> None:
+        system = system or self.SYSTEM
+        timeout = self.TIMEOUT if timeout is None else timeout
+        connect_timeout = self.CONNECT_TIMEOUT if connect_timeout is None else connect_timeout
         self.system = system
         self.resilience = resilience
         self.max_batch = max_batch  # documents in one batch request

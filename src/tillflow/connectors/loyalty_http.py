@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, problem, replayed, segment
-from tillflow.connectors.resilience import Resilience
 from tillflow.errors import DownstreamRejectedError
 from tillflow.ports import Accrual, EarningLine, HoldState, Member, PointsHold, PointsMove
 
@@ -36,28 +35,9 @@ _UNKNOWN_MEMBER = "unknown-member"
 class HttpLoyalty(HttpConnector):
     """The loyalty platform reached over HTTP (implements `tillflow.ports.LoyaltyPlatform`)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        timeout: float = 5.0,
-        connect_timeout: float = 2.0,
-        max_connections: int = 20,
-        system: str = "loyalty",
-        resilience: Resilience | None = None,
-        transport: httpx.BaseTransport | None = None,
-        max_batch: int = 100,
-    ) -> None:
-        super().__init__(
-            base_url,
-            system=system,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            resilience=resilience,
-            max_batch=max_batch,
-            transport=transport,
-        )
+    SYSTEM = "loyalty"
+    TIMEOUT = 5.0
+    CONNECT_TIMEOUT = 2.0
 
     def find_member(self, member_id: str, *, program: str = "default") -> Member | None:
         """The member's tier, available balance and held points, or None when unknown."""
