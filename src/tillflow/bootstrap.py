@@ -13,6 +13,7 @@ from tillflow.config import FlowName, TillflowConfig
 from tillflow.connectors.resilience import Resilience
 from tillflow.connectors.settings import HttpConnectorSettings
 from tillflow.flows import inventory, loyalty, posting
+from tillflow.flows.store_day import StoreDayPoster
 from tillflow.model import LoggedEvent
 from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
 from tillflow.services import Services
@@ -22,6 +23,7 @@ from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.postings import SQLPostingLog
 from tillflow.storage.stats import SQLStatsReader
+from tillflow.storage.store_days import SQLStoreDays
 from tillflow.storage.transactions import SQLTransactionStore
 
 if TYPE_CHECKING:
@@ -62,18 +64,32 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     ledger = SQLInventoryLedger(engine)
     transactions = SQLTransactionStore(engine)
     postings = SQLPostingLog(engine)
+    store_days = SQLStoreDays(engine)
     downstream = Downstream(config, postings)
     closers.insert(0, downstream.close)
 
     def apply_inventory(batch: Sequence[LoggedEvent]) -> int:
         return inventory.apply_inventory(batch, ledger=ledger)
 
-    def post_journals(batch: Sequence[LoggedEvent]) -> int:
+    @functools.cache
+    def poster() -> StoreDayPoster:
         assert downstream.erp is not None
-        accounts = config.posting.accounts
-        return posting.post_transactions(
-            batch, erp=downstream.erp, transactions=transactions, accounts=accounts
+        settings = config.posting
+        return StoreDayPoster(
+            erp=downstream.erp,
+            transactions=transactions,
+            days=store_days,
+            accounts=settings.accounts,
+            policy_of=lambda store_id: settings.policy_for(store_id, downstream.regions.get(store_id)),
+            max_lines=settings.max_lines,
+            costs=settings.unit_costs,
         )
+
+    def post_journals(batch: Sequence[LoggedEvent]) -> int:
+        return poster().handle(batch)
+
+    def close_days() -> int:
+        return poster().close_days()
 
     def accrue_points(batch: Sequence[LoggedEvent]) -> int:
         assert downstream.loyalty is not None
@@ -95,7 +111,8 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             non_retryable=flow.non_retryable(),
             retryable=flow.retryable(),
         )
-        return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size)
+        tick = close_days if name == posting.FLOW else None  # the day closes of aggregated stores
+        return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size, tick=tick)
 
     def consumers(only: Collection[str] | None = None) -> list[ConsumerRunner]:
         runners = [relay() for relay in relays] if only is None or "relay" in only else []
@@ -114,8 +131,10 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         stats=SQLStatsReader(engine),
         consumer_groups=tuple(flows),
         postings=postings,
+        store_days=store_days,
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
+        erp=lambda: downstream.erp,
         import_context=config.import_context(),
         make_consumers=consumers,
         close=close,

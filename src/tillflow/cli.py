@@ -21,12 +21,14 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(schema_app, name="schema")
 app.add_typer(ops.dlq_app, name="dlq")
 app.add_typer(ops.erp_app, name="erp")
+app.add_typer(ops.postings_app, name="postings")
 sim_app = typer.Typer(
     help="Reference downstream services (their own process and SQLite file).", no_args_is_help=True
 )
 app.add_typer(sim_app, name="sim")
 app.command("lag")(ops.lag)
 app.command("replay")(ops.replay)
+app.command("reconcile")(ops.reconcile)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[

@@ -20,12 +20,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from tillflow.connectors.settings import ConnectorSettings
 from tillflow.errors import INFRASTRUCTURE, ConfigError
 from tillflow.flows.posting import PostingAccounts
+from tillflow.flows.store_day import StorePolicy
 from tillflow.formats.csv_batch import CsvSettings
 from tillflow.formats.policy import PolicyMaps
 from tillflow.formats.records import ImportContext
 from tillflow.formats.settings import PoslogSettings, ShopifySettings, SquareSettings
 from tillflow.model import Store
-from tillflow.model.base import CurrencyCode
+from tillflow.model.base import CurrencyCode, Ident
+from tillflow.model.money import Dec
 
 FlowName = Literal["inventory", "posting", "loyalty"]  # the flows this release runs; a typo fails at start
 WorkerFlow = Literal["relay", "inventory", "posting", "loyalty"]  # what a worker process can run
@@ -163,11 +165,24 @@ class ImportSettings(BaseModel):
 
 
 class PostingSettings(BaseModel):
-    """How sales become ERP journals: the chart-of-accounts map."""
+    """How sales become ERP journals: the chart-of-accounts map, the cost of goods and the
+    posting policy of each store (the narrowest scope wins: store, then region, then default)."""
 
     model_config = ConfigDict(extra="forbid")
 
     accounts: PostingAccounts = PostingAccounts()
+    unit_costs: dict[Ident, Annotated[Dec, Field(ge=0)]] = {}  # sku -> cost, for cost of goods sold
+    default: StorePolicy = StorePolicy()
+    regions: dict[Ident, StorePolicy] = {}
+    stores: dict[Ident, StorePolicy] = {}
+    day_close_grace: float = Field(default=900.0, gt=0)  # seconds a day close waits for its gap
+    max_lines: int = Field(default=500, ge=2)  # the ERP's lines per journal
+
+    def policy_for(self, store_id: str, region: str | None = None) -> StorePolicy:
+        found = self.stores.get(store_id)
+        if found is None and region is not None:
+            found = self.regions.get(region)
+        return found or self.default
 
 
 class TillflowConfig(BaseSettings):

@@ -1,7 +1,7 @@
 """Operations from the command line: consumer lag, dead letters, replay.
 
 `tillflow lag`, `tillflow dlq list|show|replay|purge`, `tillflow replay --flow F ...`,
-`tillflow erp compare --day D`.
+`tillflow erp compare --day D`, `tillflow reconcile --day D`, `tillflow postings status|retry`.
 Tables for people, `--json` for scripts. Every replay, purge and reset is audited with the
 actor (`--actor`, default the OS user) and the reason (`--why`, required).
 """
@@ -28,6 +28,7 @@ from tillflow.services import Services
 
 dlq_app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
 erp_app = typer.Typer(help="The ERP targets: compare a parallel run.", no_args_is_help=True)
+postings_app = typer.Typer(help="Posting state per store-day; retry refused journals.", no_args_is_help=True)
 out = Console(width=None if sys.stdout.isatty() else 200)  # piped: don't squeeze the tables
 err = Console(stderr=True)
 
@@ -335,3 +336,107 @@ def erp_compare(
             emit(differences, False, "Differences")
     if any(row["result"] == "MISMATCHED" for row in rows):
         raise typer.Exit(1)
+
+
+def reconcile(
+    day: Annotated[str, typer.Option("--day", help="business day, YYYY-MM-DD")],
+    store: Annotated[str | None, typer.Option("--store", help="only this store")] = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table, csv, html or json", case_sensitive=False)
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write the report to this file")
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Per store-day: the Z report vs what the hub accepted vs what the ERP posted (its trial
+    balance), tender by tender and tax code by tax code, with sequence gaps and the posting
+    state. Exits 1 when a store-day does not match."""
+    from dataclasses import asdict
+
+    from tillflow.flows.reconciliation import as_dict
+    from tillflow.reconciling import reconcile as reconcile_day
+    from tillflow.reports import render_csv, render_html, render_table
+
+    fmt = fmt.lower()
+    if fmt not in ("table", "csv", "html", "json"):
+        err.print(f"[red]--format {fmt!r}: choose table, csv, html or json[/red]")
+        raise typer.Exit(2)
+    business_day = _day(day)
+    with opened(config, data_dir) as services:
+        results = reconcile_day(services, business_day, store)
+    recs = [rec for rec, _ in results]
+    if fmt == "csv":
+        text = render_csv(recs)
+    elif fmt == "html":
+        text = render_html(recs, title=f"Reconciliation {business_day}")
+    elif fmt == "json":
+        body = [{**as_dict(rec), "posting": asdict(state)} for rec, state in results]
+        text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
+    else:
+        text = render_table(recs) if recs else f"nothing to reconcile on {business_day}\n"
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        mismatched = sum(1 for rec in recs if rec.status != "matched")
+        err.print(f"{len(recs)} store-day(s), {mismatched} mismatched: report written to {output}")
+    else:
+        sys.stdout.write(text)
+    if any(rec.status != "matched" for rec in recs):
+        raise typer.Exit(1)
+
+
+def _day(day: str) -> date:
+    try:
+        return date.fromisoformat(day)
+    except ValueError as exc:
+        err.print(f"[red]--day {day!r} is not a date (YYYY-MM-DD)[/red]")
+        raise typer.Exit(2) from exc
+
+
+@postings_app.command("status")
+def postings_status(
+    day: Annotated[str, typer.Option("--day", help="business day, YYYY-MM-DD")],
+    store: Annotated[str | None, typer.Option("--store", help="only this store")] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per store-day: its posting policy, day close, and how many transactions are posted,
+    pending, in refused postings or dead-lettered."""
+    from dataclasses import asdict
+
+    from tillflow.model import Transaction
+    from tillflow.model.transaction import TRUSTED_CONTEXT
+    from tillflow.reconciling import posting_state
+
+    business_day = _day(day)
+    rows = []
+    with opened(config, data_dir) as services:
+        stores = [store] if store else services.transactions.list_store_days(business_day)
+        for store_id in stores:
+            txs = [
+                Transaction.model_validate_json(s.data, context=TRUSTED_CONTEXT)
+                for s in services.transactions.read_store_day(store_id, business_day)
+            ]
+            state = posting_state(services, store_id, business_day, txs)
+            row = {"store": store_id, **asdict(state)}
+            if not as_json:
+                row["journals"] = len(state.journals)
+            rows.append(row)
+    emit(rows, as_json, f"posting state of {business_day}")
+
+
+@postings_app.command("retry")
+def postings_retry(
+    day: Annotated[str, typer.Option("--day", help="business day, YYYY-MM-DD")],
+    store: Annotated[str, typer.Option("--store", help="the store")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Post a store-day's refused journals again (the posting flow does it on its next turn),
+    once the cause is fixed in the ERP (a period reopened, an account created)."""
+    business_day = _day(day)
+    with opened(config, data_dir) as services:
+        count = services.store_days.retry_failed(store, business_day)
+    out.print(f"{count} refused journal(s) of {store} {business_day} will be posted again")

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tillflow.errors import DownstreamRejectedError
-from tillflow.model import CloudEvent, InventoryMovement, Journal, LoggedEvent, Transaction
+from tillflow.model import CloudEvent, DayClose, InventoryMovement, Journal, LoggedEvent, Transaction
 
 
 class EventLog(Protocol):
@@ -194,6 +194,15 @@ class TransactionStore(Protocol):
 
     def get_transaction(self, transaction_id: str) -> StoredTransaction | None:
         """One stored transaction with its trace timeline, or None."""
+        ...
+
+    def read_store_day(self, store_id: str, business_day: date) -> list[StoredTransaction]:
+        """Every accepted transaction of a store's business day (no timelines), by register
+        and sequence."""
+        ...
+
+    def list_store_days(self, business_day: date) -> list[str]:
+        """The stores with accepted transactions on a business day."""
         ...
 
 
@@ -453,4 +462,101 @@ class PostingLog(Protocol):
 
     def find_outcomes(self, business_day: date, store_id: str | None = None) -> list[PostingOutcome]:
         """Every recorded answer for the day (of one store), by store, posting and target."""
+        ...
+
+
+# --- the aggregated posting policy: day closes and the journals of each store-day -------------
+
+
+class CloseState(StrEnum):
+    WAITING = "waiting"  # for the transactions its Z report counts, or for its grace to pass
+    POSTED = "posted"  # the day journal is posted (with a gap, when the grace ran out)
+    FAILED = "failed"  # the ERP refused the day journal
+
+
+@dataclass(frozen=True)
+class DayCloseRecord:
+    close: DayClose
+    received_at: datetime
+    deadline: datetime  # after this the day is posted with what is there, its gap flagged
+    state: CloseState = CloseState.WAITING
+    gap: tuple[str, ...] = ()  # the transactions the Z report counts that never came
+    reason: str | None = None
+    posted_at: datetime | None = None
+
+
+class JournalState(StrEnum):
+    PENDING = "pending"  # recorded, not yet answered by the ERP
+    POSTED = "posted"
+    FAILED = "failed"  # refused by the ERP, with its reason
+
+
+@dataclass(frozen=True)
+class DayJournal:
+    """A merged journal of a store-day as recorded before it is posted: the day journal (or
+    one part of it) or an adjustment, and the transactions it carries."""
+
+    journal_id: str
+    store_id: str
+    business_day: date
+    register_id: str | None
+    adjustment: int
+    transaction_ids: tuple[str, ...]
+    state: JournalState = JournalState.PENDING
+    document_number: str | None = None
+    reason: str | None = None
+
+
+class StoreDays(Protocol):
+    """Day closes and the merged journals of each store-day (the `aggregated` posting policy)."""
+
+    def record_day_close(self, close: DayClose, *, received_at: datetime, grace: timedelta) -> Verdict:
+        """Keep a Z report: ACCEPTED (new, or replacing one not yet posted), DUPLICATE (the same
+        again) or CONFLICT (different from one whose day is already posted: kept out)."""
+        ...
+
+    def find_day_close(self, store_id: str, business_day: date) -> DayCloseRecord | None: ...
+
+    def list_day_closes(
+        self, *, business_day: date | None = None, state: CloseState | None = None
+    ) -> list[DayCloseRecord]: ...
+
+    def settle_day_close(
+        self,
+        store_id: str,
+        business_day: date,
+        *,
+        state: CloseState,
+        gap: Sequence[str] = (),
+        reason: str | None = None,
+        at: datetime,
+    ) -> None: ...
+
+    def record_journals(self, journals: Sequence[DayJournal], *, at: datetime) -> None:
+        """Record merged journals as pending with their transactions, in one commit."""
+        ...
+
+    def settle_journal(
+        self,
+        journal_id: str,
+        *,
+        state: JournalState,
+        document_number: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> None: ...
+
+    def find_journals(self, store_id: str, business_day: date) -> list[DayJournal]:
+        """The store-day's merged journals with their transactions, day journal first."""
+        ...
+
+    def find_memberships(self, transaction_ids: Sequence[str]) -> dict[str, str]:
+        """The journal each of these transactions went into (those in none are left out)."""
+        ...
+
+    def retry_failed(
+        self, store_id: str, business_day: date, journal_ids: Sequence[str] | None = None
+    ) -> int:
+        """Set the store-day's refused journals (or those of `journal_ids`) pending again, and a
+        refused day close waiting again, so they are posted anew; returns how many journals."""
         ...

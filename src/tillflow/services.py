@@ -19,6 +19,7 @@ from tillflow.ports import (
     KeyStore,
     PostingLog,
     StatsReader,
+    StoreDays,
     TransactionStore,
 )
 
@@ -35,10 +36,12 @@ class Services:
     import_context: ImportContext  # stores and policy maps, for the formats the gateway reads
     make_consumers: Callable[[Collection[str] | None], list[ConsumerRunner]]
     postings: PostingLog  # what the ERP targets answered for each posting
+    store_days: StoreDays  # day closes and the merged journals of aggregated stores
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
     erp_targets: Callable[[], dict[str, ErpSystem]] = field(default=dict)  # by name: cloud, legacy
+    erp: Callable[[], ErpSystem | None] = field(default=lambda: None)  # routed over the targets
 
     def consumers(self, flows: Collection[str] | None = None) -> list[ConsumerRunner]:
         """Fresh runners for every flow consumer group of this deployment (of `flows` only,

@@ -134,4 +134,4 @@ class TestMigrations:
         assert schema_differences(engine) == []
         assert SQLKeyStore(engine).authenticate(key) is not None
         with engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_heads() == ("0004",)
+            assert MigrationContext.configure(conn).get_current_heads() == ("0005",)

@@ -38,6 +38,10 @@ class ErpProcess(ServiceProcess):
         )
         self.db_path = db_path
         self.start()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start (again, after `stop`: same port, same books)."""
+        super().start(timeout)
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def stop(self) -> None:

@@ -155,12 +155,16 @@ class ConsumerRunner:
         forget_blocks_after: float = FORGET_BLOCKS_AFTER,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        tick: Callable[[], object] | None = None,
+        tick_every: float = 1.0,
     ) -> None:
         """`suspect_after`: consecutive outage failures of one batch before its events are tried
         one by one and counted; None for a consumer whose every failure is an outage (a relay
         to a broker), which must wait for the outage to end instead. `forget_blocks_after`:
         seconds past its due time after which an in-order flow stops waiting for a nak'ed event
-        that has not come back; `clock` (seconds) times those waits."""
+        that has not come back; `clock` (seconds) times those waits. `tick`: work the flow
+        does on its own schedule (a day close whose grace has passed), at most every
+        `tick_every` seconds, before a batch; it fails like a batch does."""
         self.log = log_
         self.group = group
         self.handler = handler
@@ -178,6 +182,9 @@ class ConsumerRunner:
         # in-order flows: partition key -> its events this runner nak'ed and has not yet seen
         # settled (seq -> when due again); the key's later events wait for the lowest seq
         self.blocked: dict[str, dict[int, float]] = {}
+        self.tick = tick
+        self.tick_every = tick_every
+        self._next_tick = float("-inf")
 
     def run_once(self, *, suspect_events: bool = False) -> int:
         """Handle and settle one batch; returns how many events it held (0: nothing to do).
@@ -185,6 +192,9 @@ class ConsumerRunner:
         `suspect_events` (the same batch failed repeatedly as an outage), an event whose own
         handling fails with an infrastructure error is retried and counted like any other
         failing event, so a record the database rejects cannot stall the flow forever."""
+        if self.tick is not None and self.clock() >= self._next_tick:
+            self._next_tick = self.clock() + self.tick_every  # a failing tick waits its turn too
+            self.tick()
         batch = self.log.fetch_batch(self.group, limit=self.batch_size)
         if not batch:
             return 0

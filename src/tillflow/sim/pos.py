@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
@@ -18,10 +18,12 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from tillflow.model import (
+    DayClose,
     ItemType,
     LineAction,
     LineItem,
     Product,
+    RegisterClose,
     Store,
     TenderKind,
     Transaction,
@@ -31,7 +33,7 @@ from tillflow.model import (
     round_to_minor,
 )
 
-__all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "demo_stores"]
+__all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "demo_stores", "z_reports"]
 
 D = Decimal
 ZERO, ONE = D(0), D(1)
@@ -487,3 +489,39 @@ class PosTrafficGenerator:
         if paid.kind in (TenderKind.CASH, TenderKind.GIFT_CARD):
             return {"kind": paid.kind, "amount": amount, "reference": paid.reference}
         return {"kind": TenderKind.STORE_CREDIT, "amount": amount}
+
+
+def z_reports(transactions: Iterable[Transaction], *, closed_at: datetime) -> list[DayClose]:
+    """The Z report each register would print at the end of each store-day `transactions`
+    cover: how many transactions it recorded, its last sequence and its tender totals (net of
+    change; a refund counts against its tender)."""
+    days: dict[tuple[str, date], dict[str, list[Transaction]]] = {}
+    for tx in transactions:
+        days.setdefault((tx.store_id, tx.business_day), {}).setdefault(tx.register_id, []).append(tx)
+    reports = []
+    for (store_id, business_day), registers in sorted(days.items()):
+        closes = []
+        currency = next(iter(registers.values()))[0].currency
+        for register_id, txs in sorted(registers.items()):
+            totals: dict[TenderKind, Decimal] = {}
+            for tx in txs:
+                for tender in tx.tenders:
+                    totals[tender.kind] = totals.get(tender.kind, Decimal(0)) + tender.amount - tender.change
+            closes.append(
+                RegisterClose(
+                    register_id=register_id,
+                    transaction_count=len(txs),
+                    last_sequence=max(tx.sequence for tx in txs),
+                    totals_by_tender=totals,
+                )
+            )
+        reports.append(
+            DayClose(
+                store_id=store_id,
+                business_day=business_day,
+                currency=currency,
+                closed_at=closed_at,
+                registers=tuple(closes),
+            )
+        )
+    return reports

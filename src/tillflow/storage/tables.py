@@ -232,3 +232,48 @@ erp_postings = Table(
     Column("recorded_us", BigInteger, nullable=False),
 )
 Index("ix_erp_postings_day_store", erp_postings.c.business_day, erp_postings.c.store_id)
+
+# The `aggregated` posting policy. A store's day close (its Z report) waits here until every
+# transaction it counts is in, or until its grace has passed; then the day is posted.
+# State: waiting | posted | failed. Gap: JSON list of the missing transaction ids.
+day_closes = Table(
+    "day_closes",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("business_day", String(10), primary_key=True),
+    Column("report", Text, nullable=False),  # the DayClose, canonical JSON
+    Column("received_us", BigInteger, nullable=False),
+    Column("deadline_us", BigInteger, nullable=False),  # posted with what is there after this
+    Column("state", String(16), nullable=False),
+    Column("gap", Text, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("posted_us", BigInteger, nullable=True),
+)
+Index("ix_day_closes_state", day_closes.c.state)
+
+# Each merged journal of a store-day (its day journal parts and later adjustments), recorded
+# before it is posted, and the transactions it carries: a transaction is in one journal at
+# most, and a journal once recorded is posted as recorded (never reopened).
+# State: pending | posted | failed.
+day_journals = Table(
+    "day_journals",
+    metadata,
+    Column("journal_id", String(200), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("register_id", String(64), nullable=True),  # posted per register
+    Column("adjustment", Integer, nullable=False),  # 0: the day journal; N: the Nth adjustment
+    Column("state", String(16), nullable=False),
+    Column("document_number", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("transactions", Integer, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+)
+Index("ix_day_journals_store_day", day_journals.c.store_id, day_journals.c.business_day)
+
+journal_members = Table(
+    "journal_members",
+    metadata,
+    Column("transaction_id", String(200), primary_key=True),
+    Column("journal_id", String(200), nullable=False, index=True),
+)

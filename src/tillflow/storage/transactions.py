@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -136,3 +136,38 @@ class SQLTransactionStore:
             conflicts=int(n_conflicts),
             hops=timeline,
         )
+
+    def read_store_day(self, store_id: str, business_day: date) -> list[StoredTransaction]:
+        query = (
+            select(transactions, events.c.data)
+            .join(events, events.c.seq == transactions.c.event_seq)
+            .where(
+                (transactions.c.store_id == store_id)
+                & (transactions.c.business_day == business_day.isoformat())
+            )
+            .order_by(transactions.c.register_id, transactions.c.sequence)
+        )
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(query).all()
+        return [
+            StoredTransaction(
+                transaction_id=row.transaction_id,
+                store_id=row.store_id,
+                data=row.data,
+                received_at=from_us(row.received_us),
+                logged_at=from_us(row.logged_us),
+                event_seq=row.event_seq,
+                traceparent=row.traceparent,
+            )
+            for row in rows
+        ]
+
+    def list_store_days(self, business_day: date) -> list[str]:
+        query = (
+            select(transactions.c.store_id)
+            .where(transactions.c.business_day == business_day.isoformat())
+            .distinct()
+            .order_by(transactions.c.store_id)
+        )
+        with read_tx(self.engine) as conn:
+            return list(conn.execute(query).scalars())

@@ -1,0 +1,158 @@
+"""Three-way reconciliation of a business day, for the CLI and the API: each store-day's Z
+report, what the hub accepted and what the ERP posted (its trial balance), with the posting
+state of the store-day (pending, posted, failed, dead-lettered) as findings."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from tillflow.errors import DownstreamUnavailableError
+from tillflow.flows.posting import journal_id_for
+from tillflow.flows.reconciliation import StoreDayReconciliation, reconcile_store_day
+from tillflow.model import Transaction, TransactionKind
+from tillflow.model.transaction import TRUSTED_CONTEXT
+from tillflow.ports import CloseState, JournalState, TrialBalanceLine
+from tillflow.services import Services
+
+
+@dataclass(frozen=True)
+class PostingState:
+    """Where a store-day's transactions stand on their way to the ERP."""
+
+    policy: str
+    day_close: str  # "none", or the close's state
+    transactions: int
+    posted: int
+    pending: int
+    failed: int
+    dead_lettered: int
+    journals: tuple[dict[str, Any], ...] = ()  # aggregated: each merged journal and its state
+
+    def findings(self) -> list[str]:
+        found = []
+        if self.pending:
+            found.append(f"{self.pending} transaction(s) not posted yet ({self._waiting()})")
+        if self.failed:
+            found.append(f"{self.failed} transaction(s) in postings the ERP refused")
+        if self.dead_lettered:
+            found.append(f"{self.dead_lettered} transaction(s) dead-lettered by the posting flow")
+        for journal in self.journals:
+            if journal["state"] == JournalState.FAILED:
+                found.append(f"journal {journal['journal_id']} refused by the ERP: {journal['reason']}")
+        return found
+
+    def _waiting(self) -> str:
+        if self.policy != "aggregated":
+            return "posting flow behind, or the ERP away"
+        if self.day_close == "none":
+            return "no day close received"
+        return "waiting for the day close" if self.day_close == CloseState.WAITING else "next adjustment"
+
+
+def posting_state(
+    services: Services, store_id: str, business_day: date, txs: list[Transaction]
+) -> PostingState:
+    config = services.config
+    region = next((s.region for s in config.stores if s.store_id == store_id), None)
+    policy = config.posting.policy_for(store_id, region)
+    close = services.store_days.find_day_close(store_id, business_day)
+    ids = {tx.transaction_id for tx in txs}
+    dead = {
+        d.event.event.subject
+        for d in services.event_log.list_dead_letters(group="posting", limit=100_000)
+        if d.event.event.subject in ids
+    }
+    journals: tuple[dict[str, Any], ...] = ()
+    if policy.aggregated:
+        found = services.store_days.find_journals(store_id, business_day)
+        state_of = {tx_id: j.state for j in found for tx_id in j.transaction_ids}
+        journals = tuple(
+            {
+                "journal_id": j.journal_id,
+                "adjustment": j.adjustment,
+                "register": j.register_id,
+                "state": j.state.value,
+                "document_number": j.document_number,
+                "reason": j.reason,
+                "transactions": len(j.transaction_ids),
+            }
+            for j in found
+        )
+    else:
+        outcomes = services.postings.find_outcomes(business_day, store_id)
+        answer: dict[str, JournalState] = {}
+        for o in outcomes:  # a parallel run: accepted by one target is posted
+            if o.accepted or o.external_id not in answer:
+                answer[o.external_id] = JournalState.POSTED if o.accepted else JournalState.FAILED
+        state_of = {}
+        for tx in txs:
+            journal_id = journal_id_for(
+                tx.transaction_id, "void" if tx.kind is TransactionKind.VOID else "tx"
+            )
+            if journal_id in answer:
+                state_of[tx.transaction_id] = answer[journal_id]
+    counts = Counter(state_of.get(tx_id) for tx_id in ids - dead)
+    return PostingState(
+        policy=policy.policy,
+        day_close="none" if close is None else close.state.value,
+        transactions=len(ids),
+        posted=counts[JournalState.POSTED],
+        pending=counts[None] + counts[JournalState.PENDING],
+        failed=counts[JournalState.FAILED],
+        dead_lettered=len(dead),
+        journals=journals,
+    )
+
+
+def reconcile(
+    services: Services, business_day: date, store_id: str | None = None
+) -> list[tuple[StoreDayReconciliation, PostingState]]:
+    """Every store-day of `business_day` (or one store's) that has transactions or a day close."""
+    if store_id is not None:
+        stores = [store_id]
+    else:
+        closed = {r.close.store_id for r in services.store_days.list_day_closes(business_day=business_day)}
+        stores = sorted(set(services.transactions.list_store_days(business_day)) | closed)
+    erp = services.erp()
+    results = []
+    for store in stores:
+        txs = [
+            Transaction.model_validate_json(s.data, context=TRUSTED_CONTEXT)
+            for s in services.transactions.read_store_day(store, business_day)
+        ]
+        have = {tx.transaction_id: tx for tx in txs}
+        originals: dict[str, Transaction] = {}
+        for tx in txs:
+            if tx.voided is not None:
+                target = tx.voided.transaction_id
+                if target in have:
+                    originals[target] = have[target]
+                elif (stored := services.transactions.get_transaction(target)) is not None:
+                    originals[target] = Transaction.model_validate_json(stored.data, context=TRUSTED_CONTEXT)
+        state = posting_state(services, store, business_day, txs)
+        notes = state.findings()
+        trial_balance: list[TrialBalanceLine] | None = None
+        if erp is None:
+            notes.append("no ERP is configured")
+        else:
+            try:
+                trial_balance = erp.trial_balance(store, business_day)
+            except DownstreamUnavailableError as exc:
+                notes.append(f"the ERP's trial balance could not be read: {exc}")
+        close = services.store_days.find_day_close(store, business_day)
+        rec = reconcile_store_day(
+            store_id=store,
+            business_day=business_day,
+            day_close=None if close is None else close.close,
+            transactions=txs,
+            originals=originals,
+            trial_balance=trial_balance,
+            accounts=services.config.posting.accounts,
+            costs=services.config.posting.unit_costs,
+            posting_notes=notes,
+        )
+        results.append((rec, state))
+    return results
