@@ -18,7 +18,7 @@ import sysconfig
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -33,13 +33,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tillflow.config import BusSettings, HubSettings, TillflowConfig, dump_config
+from tillflow.config import BusSettings, HubSettings, PostingSettings, TillflowConfig, dump_config
 from tillflow.connectors.resilience import ResilienceSettings
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
+from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
-from tillflow.model import Transaction, transaction_id
+from tillflow.model import Store, Transaction, transaction_id
 from tillflow.processes import HubProcess, ReferenceService, free_port
-from tillflow.sim.pos import PosTrafficGenerator, demo_stores
+from tillflow.sim.pos import PosTrafficGenerator, demo_stores, z_reports
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DemoSettings:
     conflicts: int = 2  # records that reuse an identity with different content
     bus: Literal["sqlite", "jetstream"] = "sqlite"  # jetstream: a local nats-server is started
     downstream: bool = True  # start the reference ERP and loyalty platform, and post to them
+    day_close_grace: float = 5.0  # seconds an aggregated store's day close waits for its gap
 
 
 def nats_server_binary() -> str | None:
@@ -104,11 +106,13 @@ def prepare(
     from tillflow.bootstrap import bootstrap
 
     port = settings.port or free_port()
+    stores = demo_stores(settings.stores)
     config = TillflowConfig(
         hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL"),
         bus=bus or BusSettings(),
-        stores=demo_stores(settings.stores),
+        stores=stores,
         connectors=connectors or ConnectorSettings(),
+        posting=PostingSettings(stores=aggregated_stores(stores), day_close_grace=settings.day_close_grace),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "tillflow.yaml"
@@ -120,6 +124,16 @@ def prepare(
     finally:
         services.close()
     return config_path, config, keys, admin
+
+
+def aggregated_stores(stores: Sequence[Store]) -> dict[str, StorePolicy]:
+    """Every other store posts one journal per business day (the second of them per register);
+    the rest post each transaction as it comes."""
+    return {
+        s.store_id: StorePolicy(policy="aggregated", per_register=i % 4 == 3)
+        for i, s in enumerate(stores)
+        if i % 2
+    }
 
 
 def batches(txs: list[Transaction], size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -318,6 +332,13 @@ def drive(
             time.sleep(0.1)
         group = states["inventory"]
         total_seconds = time.monotonic() - started
+        reconciliation: dict[str, Any] = {}
+        if downstream:
+            aggregated = set(aggregated_stores(config.stores))
+            reconciliation = close_and_reconcile(
+                client, txs, broken_ids, aggregated, keys, admin_headers, day
+            )
+            accepted += reconciliation["corrected"]
     trace: dict[str, Any] = {}
     if accepted:
         sample = accepted[len(accepted) // 2]
@@ -326,7 +347,18 @@ def drive(
         ).json()
     latency = stats["latency_ms"]["received_to_inventory"]
     expected_accepted = settings.transactions - broken
-    activity = downstream_activity(txs, set(accepted), downstream, states) if downstream else {}
+    aggregated = set(aggregated_stores(config.stores))
+    activity = (
+        downstream_activity(txs, set(accepted), downstream, states, aggregated, reconciliation)
+        if downstream
+        else {}
+    )
+    if reconciliation:
+        # every store-day matched to the cent, the late sale's included
+        reconciliation["consistent"] = all(
+            r["status"] == "matched" for r in reconciliation["store_days"]
+        ) and (reconciliation["late"] is None or reconciliation["flagged"] == [reconciliation["late"]])
+        activity["reconciliation"] = reconciliation
     return {
         "downstream": activity,
         "stores": settings.stores,
@@ -351,14 +383,107 @@ def drive(
     }
 
 
+def close_and_reconcile(
+    client: httpx.Client,
+    txs: list[Transaction],
+    broken: set[str],
+    aggregated: set[str],
+    keys: dict[str, str],
+    admin_headers: dict[str, str],
+    day: date,
+) -> dict[str, Any]:
+    """The end of the business day. The tills correct and resend the records the hub refused,
+    but one, of a store posting per day: its link is down at closing time. Each store sends its
+    day close (the Z report of everything its tills rang up). The store missing a sale posts
+    its day once the grace has passed, with the gap flagged; then the sale arrives and goes
+    into an adjustment journal. Then the reconciliation of every store-day."""
+    by_id = {tx.transaction_id: tx for tx in txs}
+    late = next((tx_id for tx_id in sorted(broken) if by_id[tx_id].store_id in aggregated), None)
+    corrected = [tx_id for tx_id in sorted(broken) if tx_id != late]
+
+    def resend(ids: list[str]) -> list[str]:
+        accepted = []
+        for tx_id in ids:
+            tx = by_id[tx_id]
+            answer = client.post(
+                "/v1/transactions",
+                content=orjson.dumps({"transactions": [tx.model_dump(mode="json")]}),
+                headers={"authorization": f"Bearer {keys[tx.store_id]}", "content-type": "application/json"},
+            )
+            answer.raise_for_status()
+            accepted += [r["transaction_id"] for r in answer.json()["results"] if r["status"] == "accepted"]
+        return accepted
+
+    def settled(timeout: float = 120) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            closes = client.get(
+                "/v1/day-closes", params={"day": day.isoformat()}, headers=admin_headers
+            ).json()
+            groups = client.get("/v1/flows", headers=admin_headers).json()["consumer_groups"]
+            waiting = [c for c in closes["day_closes"] if c["state"] == "waiting"]
+            if (not waiting and all(g["lag"] == 0 for g in groups.values())) or time.monotonic() > deadline:
+                return list(closes["day_closes"])
+            time.sleep(0.2)
+
+    accepted = resend(corrected)
+    for report in z_reports(txs, closed_at=datetime.now(UTC)):
+        response = client.post(
+            "/v1/day-closes",
+            content=report.model_dump_json(),
+            headers={"authorization": f"Bearer {keys[report.store_id]}", "content-type": "application/json"},
+        )
+        response.raise_for_status()
+    closes = settled()
+    flagged = sorted(gap for c in closes for gap in c["gap"])
+    if late is not None:
+        accepted += resend([late])  # the link is back: the day is posted, the sale is an adjustment
+        settled()
+    from tillflow.flows.reconciliation import format_amount
+
+    body = client.get(
+        "/v1/reconciliation", params={"day": day.isoformat()}, headers=admin_headers, timeout=300
+    ).json()
+    store_days = [
+        {
+            "store_id": r["store_id"],
+            "business_day": r["business_day"],
+            "policy": r["posting"]["policy"],
+            "status": r["status"],
+            "transactions": r["transaction_count"],
+            "z_total": format_amount(
+                sum((Decimal(t["z"] or 0) for t in r["tenders"]), Decimal(0)), r["currency"]
+            )
+            + f" {r['currency']}",
+            "erp_matches_hub": r["trial_balance"]
+            and all(a["difference"] == format_amount(Decimal(0), r["currency"]) for a in r["accounts"]),
+            "journals": [j["journal_id"] for j in r["posting"]["journals"] if j["state"] == "posted"],
+            "differences": r["differences"],
+        }
+        for r in body["store_days"]
+    ]
+    return {
+        "store_days": store_days,
+        "matched": sum(1 for r in store_days if r["status"] == "matched"),
+        "corrected": accepted,
+        "late": late,
+        "flagged": flagged,
+        "merged_journals": sum(len(r["journals"]) for r in store_days),
+    }
+
+
 def downstream_activity(
     txs: list[Transaction],
     accepted: set[str],
     services: dict[str, ReferenceService],
     groups: dict[str, dict[str, Any]],
+    aggregated: Collection[str] = (),
+    reconciliation: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What the reference ERP and loyalty platform hold after the run (their own figures, over
-    HTTP), beside what the accepted transactions should have given them."""
+    HTTP), beside what the accepted transactions should have given them: a journal for each
+    transaction of a store posting line by line, the merged journals the hub recorded for the
+    stores posting per day."""
     from tillflow.flows.loyalty import EARNING_KINDS, earning_lines
     from tillflow.flows.posting import PostingAccounts, journal_for
 
@@ -368,8 +493,10 @@ def downstream_activity(
     for tx_id in accepted:
         tx = by_id[tx_id]
         moved = by_id.get(tx.voided.transaction_id) if tx.voided is not None else tx
-        journals += moved is not None and journal_for(moved, accounts) is not None
+        if tx.store_id not in aggregated:
+            journals += moved is not None and journal_for(moved, accounts) is not None
         accruals += tx.customer is not None and tx.kind in EARNING_KINDS and bool(earning_lines(tx))
+    journals += (reconciliation or {}).get("merged_journals", 0)
     erp, loyalty = services["erp"].state(), services["loyalty"].state()
     posting, earning = groups["posting"], groups["loyalty"]
     return {
@@ -435,6 +562,9 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
+    reconciliation = summary["downstream"].get("reconciliation")
+    if reconciliation:
+        show_reconciliation(reconciliation, console)
     hops = summary["sample_trace"].get("hops", [])
     console.print(
         f"trace of {summary['sample_trace'].get('transaction_id')}: "
@@ -445,6 +575,40 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
     console.print(f"every record answered as expected and {caught_up}: {verdict}")
     if os.environ.get("TILLFLOW_DEMO_DEBUG"):
         console.print(summary)
+
+
+def show_reconciliation(reconciliation: dict[str, Any], console: Console) -> None:
+    """Every store-day of the run: Z report vs hub vs ERP, and what differs."""
+    table = Table(title="reconciliation: Z report vs hub-accepted vs ERP-posted, per store-day")
+    for column in ("store", "policy", "transactions", "Z total", "ERP journals", "result"):
+        table.add_column(column, justify="left" if column in ("store", "policy", "result") else "right")
+    for r in reconciliation["store_days"]:
+        result = "[green]matched[/green]" if r["status"] == "matched" else "[red]mismatched[/red]"
+        journals = str(len(r["journals"])) if r["policy"] == "aggregated" else "1 per transaction"
+        adjustments = sum(1 for j in r["journals"] if j.startswith("adj."))
+        table.add_row(
+            r["store_id"],
+            r["policy"],
+            str(r["transactions"]),
+            r["z_total"],
+            journals + (f" ({adjustments} adjustment)" if adjustments else ""),
+            result,
+        )
+    console.print(table)
+    total, matched = len(reconciliation["store_days"]), reconciliation["matched"]
+    console.print(
+        f"business day {reconciliation['store_days'][0]['business_day'] if total else '-'}:"
+        f" {matched} of {total} store-days matched to the cent;"
+        f" {len(reconciliation['corrected'])} refused records corrected and resent before the close"
+    )
+    if reconciliation["late"]:
+        console.print(
+            f"gap flagged at day close: {', '.join(reconciliation['flagged']) or '-'};"
+            f" it arrived late and went into an adjustment journal"
+        )
+    for r in reconciliation["store_days"]:
+        for difference in r["differences"][:5]:
+            console.print(f"[red]{r['store_id']}: {difference}[/red]")
 
 
 def _ms(value: float | None) -> str:

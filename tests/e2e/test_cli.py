@@ -42,6 +42,14 @@ class TestDemo:
         assert summary["inventory_movements"] > summary["accepted"]  # multi-line baskets
         assert [h["hop"] for h in summary["sample_trace"]["hops"]][:2] == ["received", "logged"]
         assert summary["latency_ms"]["p99"] >= summary["latency_ms"]["p50"] > 0
+        # the summary ends with the reconciliation of every store-day, one of them posted per day
+        reconciliation = summary["downstream"]["reconciliation"]
+        assert [(r["store_id"], r["status"]) for r in reconciliation["store_days"]] == [
+            ("S001", "matched"),
+            ("S002", "matched"),
+            ("S003", "matched"),
+        ]
+        assert [r["policy"] for r in reconciliation["store_days"]] == ["line", "aggregated", "line"]
 
     def test_the_demo_runs_on_jetstream_too(self, tmp_path: Path) -> None:
         done = run(
