@@ -417,3 +417,34 @@ class TestRelays:
         r.start(stop).join(timeout=30)
         assert len(calls) >= 8
         assert (log.naks, log.dead, log.position) == ([], [], 0)  # waited: nothing counted or set aside
+
+
+class TestTick:
+    def test_the_tick_runs_on_its_schedule_even_without_events(self) -> None:
+        clock = Clock()
+        log = ListLog([], clock)
+        ticks: list[float] = []
+        r = ConsumerRunner(
+            log, "g", lambda batch: None, clock=clock, tick=lambda: ticks.append(clock.now), tick_every=5
+        )
+        r.run_once()
+        r.run_once()  # too soon
+        clock.now += 5
+        r.run_once()
+        assert ticks == [1000.0, 1005.0]
+
+    def test_a_failing_tick_raises_and_waits_its_turn_before_trying_again(self) -> None:
+        clock = Clock()
+        log = ListLog(["S1"], clock)
+        applied, handler = failing_on()
+        calls: list[float] = []
+
+        def tick() -> None:
+            calls.append(clock.now)
+            raise DownstreamUnavailableError("erp", "away")
+
+        r = ConsumerRunner(log, "g", handler, clock=clock, tick=tick, tick_every=5)  # type: ignore[arg-type]
+        with pytest.raises(DownstreamUnavailableError):
+            r.run_once()
+        assert r.run_once() == 1  # the events are not held behind the tick
+        assert applied == [1] and calls == [1000.0]
