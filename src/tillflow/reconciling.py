@@ -12,6 +12,7 @@ from typing import Any
 from tillflow.errors import DownstreamUnavailableError
 from tillflow.flows.posting import journal_id_for
 from tillflow.flows.reconciliation import StoreDayReconciliation, reconcile_store_day
+from tillflow.flows.store_day import originals_of
 from tillflow.model import Transaction, TransactionKind
 from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import CloseState, JournalState, TrialBalanceLine
@@ -123,15 +124,7 @@ def reconcile(
             Transaction.model_validate_json(s.data, context=TRUSTED_CONTEXT)
             for s in services.transactions.read_store_day(store, business_day)
         ]
-        have = {tx.transaction_id: tx for tx in txs}
-        originals: dict[str, Transaction] = {}
-        for tx in txs:
-            if tx.voided is not None:
-                target = tx.voided.transaction_id
-                if target in have:
-                    originals[target] = have[target]
-                elif (stored := services.transactions.get_transaction(target)) is not None:
-                    originals[target] = Transaction.model_validate_json(stored.data, context=TRUSTED_CONTEXT)
+        originals = originals_of(services.transactions, txs)
         state = posting_state(services, store, business_day, txs)
         notes = state.findings()
         trial_balance: list[TrialBalanceLine] | None = None

@@ -79,6 +79,23 @@ def _parse(data: bytes) -> Transaction:
     return Transaction.model_validate_json(data, context=TRUSTED_CONTEXT)
 
 
+def originals_of(transactions: TransactionStore, txs: Iterable[Transaction]) -> dict[str, Transaction]:
+    """The sales the post-voids among `txs` cancel, by id: from `txs`, else from the store (a
+    void's sale may be on another day); a sale not received yet is left out."""
+    have = {tx.transaction_id: tx for tx in txs}
+    originals: dict[str, Transaction] = {}
+    for tx in have.values():
+        if tx.kind is TransactionKind.VOID and tx.voided is not None:
+            target = tx.voided.transaction_id
+            found = have.get(target)
+            if found is None:
+                stored = transactions.get_transaction(target)
+                found = None if stored is None else _parse(stored.data)
+            if found is not None:
+                originals[target] = found
+    return originals
+
+
 @dataclass
 class StoreDayPoster:
     """The posting consumer's handler and its closer, for every posting policy."""
@@ -184,7 +201,7 @@ class StoreDayPoster:
         stored = self.transactions.read_store_day(store_id, business_day)
         members = self.days.find_memberships([s.transaction_id for s in stored])
         rest = [_parse(s.data) for s in stored if s.transaction_id not in members]
-        originals = self._originals(rest)
+        originals = originals_of(self.transactions, rest)
         # a post-void whose sale has not come waits for it: the sale's adjustment takes both
         rest = [tx for tx in rest if tx.voided is None or tx.voided.transaction_id in originals]
         if not rest:
@@ -234,7 +251,7 @@ class StoreDayPoster:
                 txs,
                 accounts=self.accounts,
                 costs=self.costs,
-                originals=self._originals(txs),
+                originals=originals_of(self.transactions, txs),
                 store_id=store_id,
                 business_day=business_day,
                 max_lines=self.max_lines,
@@ -268,21 +285,6 @@ class StoreDayPoster:
                     at=at,
                 )
         return sum(1 for a in answers if isinstance(a, PostingReceipt))
-
-    def _originals(self, txs: Iterable[Transaction]) -> dict[str, Transaction]:
-        """The sales the post-voids among `txs` cancel (a void's original may be on another day)."""
-        have = {tx.transaction_id: tx for tx in txs}
-        originals: dict[str, Transaction] = {}
-        for tx in have.values():
-            if tx.kind is TransactionKind.VOID and tx.voided is not None:
-                target = tx.voided.transaction_id
-                found = have.get(target)
-                if found is None:
-                    stored = self.transactions.get_transaction(target)
-                    found = None if stored is None else _parse(stored.data)
-                if found is not None:
-                    originals[target] = found
-        return originals
 
     def _load(self, tx_id: str) -> Transaction:
         stored = self.transactions.get_transaction(tx_id)
