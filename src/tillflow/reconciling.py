@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 from tillflow.errors import DownstreamUnavailableError
-from tillflow.flows.posting import journal_id_for
+from tillflow.flows.posting import journal_id_for, postings_for
 from tillflow.flows.reconciliation import StoreDayReconciliation, reconcile_store_day
 from tillflow.flows.store_day import originals_of
 from tillflow.model import Transaction, TransactionKind
@@ -27,6 +27,7 @@ class PostingState:
     day_close: str  # "none", or the close's state
     transactions: int
     posted: int
+    nothing_to_post: int  # moved no money (goods given away at 0, a void of one): no journal
     pending: int
     failed: int
     dead_lettered: int
@@ -54,9 +55,20 @@ class PostingState:
 
 
 def posting_state(
-    services: Services, store_id: str, business_day: date, txs: list[Transaction]
+    services: Services,
+    store_id: str,
+    business_day: date,
+    txs: list[Transaction],
+    originals: dict[str, Transaction] | None = None,
 ) -> PostingState:
     config = services.config
+    originals = originals_of(services.transactions, txs) if originals is None else originals
+    costs = config.posting.unit_costs
+    nothing = set()
+    for tx in txs:  # what the posting flow gives no journal: neither posted nor pending
+        moved = originals.get(tx.voided.transaction_id) if tx.voided is not None else tx
+        if moved is not None and not postings_for(moved, config.posting.accounts, costs=costs):
+            nothing.add(tx.transaction_id)
     region = next((s.region for s in config.stores if s.store_id == store_id), None)
     policy = config.posting.policy_for(store_id, region)
     close = services.store_days.find_day_close(store_id, business_day)
@@ -95,12 +107,13 @@ def posting_state(
             )
             if journal_id in answer:
                 state_of[tx.transaction_id] = answer[journal_id]
-    counts = Counter(state_of.get(tx_id) for tx_id in ids - dead)
+    counts = Counter(state_of.get(tx_id) for tx_id in ids - dead - nothing)
     return PostingState(
         policy=policy.policy,
         day_close="none" if close is None else close.state.value,
         transactions=len(ids),
         posted=counts[JournalState.POSTED],
+        nothing_to_post=len(nothing - dead),
         pending=counts[None] + counts[JournalState.PENDING],
         failed=counts[JournalState.FAILED],
         dead_lettered=len(dead),
@@ -125,7 +138,7 @@ def reconcile(
             for s in services.transactions.read_store_day(store, business_day)
         ]
         originals = originals_of(services.transactions, txs)
-        state = posting_state(services, store, business_day, txs)
+        state = posting_state(services, store, business_day, txs, originals)
         notes = state.findings()
         trial_balance: list[TrialBalanceLine] | None = None
         if erp is None:
