@@ -201,6 +201,10 @@ class TransactionStore(Protocol):
         and sequence."""
         ...
 
+    def list_sequences(self, store_id: str, business_day: date) -> dict[str, set[int]]:
+        """The sequences accepted for a store's business day, per register."""
+        ...
+
     def list_store_days(self, business_day: date) -> list[str]:
         """The stores with accepted transactions on a business day."""
         ...

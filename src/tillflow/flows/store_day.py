@@ -172,12 +172,7 @@ class StoreDayPoster:
         for record in self.days.list_day_closes(state=CloseState.WAITING):
             close = record.close
             store_id, business_day = close.store_id, close.business_day
-            stored = self.transactions.read_store_day(store_id, business_day)
-            sequences: dict[str, set[int]] = defaultdict(set)
-            for tx in stored:
-                _, register, _, seq = tx.transaction_id.rsplit(":", 3)
-                sequences[register].add(int(seq))
-            gap = missing_transactions(close, sequences)
+            gap = missing_transactions(close, self.transactions.list_sequences(store_id, business_day))
             if not self.policy_of(store_id).aggregated:  # posted line by line: the Z is kept to reconcile
                 self.days.settle_day_close(store_id, business_day, state=CloseState.POSTED, gap=gap, at=now)
                 continue
@@ -211,8 +206,9 @@ class StoreDayPoster:
         for tx in rest:
             groups[tx.register_id if per_register else None].append(tx)
         journals: list[Journal] = []
+        records: list[DayJournal] = []
         for register, txs in groups.items():
-            journals += aggregate_transactions(
+            merged = aggregate_transactions(
                 txs,
                 accounts=self.accounts,
                 costs=self.costs,
@@ -223,17 +219,11 @@ class StoreDayPoster:
                 register=register,
                 adjustment=adjustment,
             ).journals
-        records = [
-            DayJournal(
-                journal_id=j.journal_id,
-                store_id=store_id,
-                business_day=business_day,
-                register_id=j.lines[0].dimensions.get("register") if per_register else None,
-                adjustment=adjustment,
-                transaction_ids=j.source_transactions,
-            )
-            for j in journals
-        ]
+            journals += merged
+            records += [
+                DayJournal(j.journal_id, store_id, business_day, register, adjustment, j.source_transactions)
+                for j in merged
+            ]
         self.days.record_journals(records, at=self.clock())
         return self._post(journals)
 
@@ -244,9 +234,10 @@ class StoreDayPoster:
         ]
         if not pending:
             return 0
+        stored = {s.transaction_id: s for s in self.transactions.read_store_day(store_id, business_day)}
         rebuilt: list[Journal] = []
         for record in pending:
-            txs = [self._load(tx_id) for tx_id in record.transaction_ids]
+            txs = [_parse(stored[tx_id].data) for tx_id in record.transaction_ids]
             parts = aggregate_transactions(
                 txs,
                 accounts=self.accounts,
@@ -285,9 +276,3 @@ class StoreDayPoster:
                     at=at,
                 )
         return sum(1 for a in answers if isinstance(a, PostingReceipt))
-
-    def _load(self, tx_id: str) -> Transaction:
-        stored = self.transactions.get_transaction(tx_id)
-        if stored is None:
-            raise LookupError(f"journal member {tx_id} is not a stored transaction")
-        return _parse(stored.data)

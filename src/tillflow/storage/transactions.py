@@ -162,6 +162,16 @@ class SQLTransactionStore:
             for row in rows
         ]
 
+    def list_sequences(self, store_id: str, business_day: date) -> dict[str, set[int]]:
+        query = select(transactions.c.register_id, transactions.c.sequence).where(
+            (transactions.c.store_id == store_id) & (transactions.c.business_day == business_day.isoformat())
+        )
+        found: dict[str, set[int]] = {}
+        with read_tx(self.engine) as conn:
+            for register_id, sequence in conn.execute(query):
+                found.setdefault(register_id, set()).add(sequence)
+        return found
+
     def list_store_days(self, business_day: date) -> list[str]:
         query = (
             select(transactions.c.store_id)
