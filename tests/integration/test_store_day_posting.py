@@ -17,7 +17,7 @@ from tests.integration.test_sim_erp import ErpProcess
 from tests.integration.test_sim_erp import start as start_erp
 from tillflow.flows.posting import PostingAccounts, journal_for, void_journal
 from tillflow.model import DayClose, Transaction, TransactionKind
-from tillflow.ports import CloseState, JournalState, TrialBalanceLine
+from tillflow.ports import CloseState, DeadLetterSelection, JournalState, TrialBalanceLine
 from tillflow.reconciling import reconcile
 from tillflow.sim.pos import z_reports
 
@@ -192,9 +192,13 @@ class TestDayClose:
         hub = aggregated_hub(tmp_path, erp)
         hubs.append(hub)
         txs = day_traffic(100)
-        hub.accept(txs)
+        voided = {tx.voided.transaction_id for tx in txs if tx.voided is not None}
+        late = next(
+            tx for tx in reversed(txs) if tx.kind is TransactionKind.SALE and tx.transaction_id not in voided
+        )
+        hub.accept([tx for tx in txs if tx is not late])
         [report] = z_reports(txs, closed_at=datetime.now(UTC))
-        close_day(hub, report)
+        close_day(hub, report, grace=0.5)
         hub.run("posting")
 
         wait_for_close(hub, "S001", state=CloseState.FAILED)
@@ -207,15 +211,34 @@ class TestDayClose:
         assert hub.services.event_log.list_dead_letters(group="posting") == []
         [(rec, state)] = reconcile(hub.services, DAY, "S001")
         assert rec.status == "mismatched"
-        assert state.failed == len(txs)
+        assert state.failed == len(txs) - 1
         assert any("refused" in d and "closed" in d for d in rec.differences), rec.differences
 
-        # the controller reopens the period; the operator retries the day
+        # the late sale's adjustment is refused too: its event is dead-lettered with the reason
+        hub.accept([late])
+        hub.settled("posting", timeout=60)
+        [dead] = hub.services.event_log.list_dead_letters(group="posting")
+        assert dead.event.event.subject == late.transaction_id and "closed" in dead.reason
+
+        # the controller reopens the period; the operator retries the day and replays the sale
         assert erp.http.put("/admin/periods/2026-11", json={"status": "open"}).status_code == 200
-        assert hub.services.store_days.retry_failed("S001", DAY) == len(
-            hub.services.store_days.find_journals("S001", DAY)
+        day_journals = [j for j in hub.services.store_days.find_journals("S001", DAY) if not j.adjustment]
+        assert hub.services.store_days.retry_failed("S001", DAY, [j.journal_id for j in day_journals]) == len(
+            day_journals
         )
         wait_for_close(hub, "S001", state=CloseState.POSTED)
+        assert (
+            hub.services.event_log.replay_dead_letters(
+                DeadLetterSelection(group="posting"), actor="t", why="t"
+            )
+            == 1
+        )
+        hub.settled("posting", timeout=60)
+        assert hub.services.event_log.list_dead_letters(group="posting") == []
+        adjustments = [j for j in hub.services.store_days.find_journals("S001", DAY) if j.adjustment]
+        assert [(j.transaction_ids, j.state) for j in adjustments] == [
+            ((late.transaction_id,), JournalState.POSTED)
+        ]
         assert balance(hub.services.erp().trial_balance("S001", DAY)) == expected_balance(txs)  # type: ignore[union-attr]
         [(rec, state)] = reconcile(hub.services, DAY, "S001")
         assert rec.status == "matched", rec.differences

@@ -181,8 +181,10 @@ class StoreDayPoster:
             posted += self._settle_recorded(store_id, business_day)
             if not self.days.find_journals(store_id, business_day):
                 posted += self._post_rest(store_id, business_day, 0)
-            failed = [
-                j for j in self.days.find_journals(store_id, business_day) if j.state is JournalState.FAILED
+            failed = [  # the day journal's: a refused adjustment is its late sales' dead letter
+                j
+                for j in self.days.find_journals(store_id, business_day)
+                if not j.adjustment and j.state is JournalState.FAILED
             ]
             state = CloseState.FAILED if failed else CloseState.POSTED
             reason = "; ".join(f"{j.journal_id}: {j.reason}" for j in failed) or None
