@@ -115,11 +115,12 @@ def downstream_figures(count: int = 600) -> list[dict[str, Any]]:
 
 
 def aggregated_figure(count: int = 30_000) -> dict[str, Any]:
-    """One store-day of `count` transactions: journals built, merged under the reference ERP's
-    lines limit and posted to it (no rate limit), beside a plain-Python sum of the same
-    amounts (revenue by department, tax by code, tenders by kind)."""
+    """One store-day of `count` transactions: their amounts merged under the reference ERP's
+    lines limit (`aggregate_transactions`, the aggregated policy's path) and posted to it (no
+    rate limit), beside a plain-Python sum of the same amounts (revenue by department, tax by
+    code, tenders by kind)."""
     from tillflow.connectors.erp_http import HttpErp
-    from tillflow.flows.aggregation import aggregate_store_day
+    from tillflow.flows.aggregation import aggregate_transactions
 
     day = datetime.now(UTC).date()
     gen = PosTrafficGenerator(demo_stores(1), business_day=day, seed=5)
@@ -142,9 +143,9 @@ def aggregated_figure(count: int = 30_000) -> dict[str, Any]:
             erp.wait_ready()
             with HttpErp(erp.url) as client:
                 started = time.perf_counter()
-                accounts = PostingAccounts()
-                journals = [j for j in (journal_for(tx, accounts) for tx in txs) if j is not None]
-                posting = aggregate_store_day(journals, store_id="S001", business_day=day, max_lines=500)
+                posting = aggregate_transactions(
+                    txs, accounts=PostingAccounts(), store_id="S001", business_day=day, max_lines=500
+                )
                 keys = [j.journal_id for j in posting.journals]
                 answers = client.post_journals(posting.journals, idempotency_keys=keys)
                 seconds = time.perf_counter() - started

@@ -22,13 +22,22 @@ from tests.unit.test_model_properties import transactions
 from tillflow.errors import PoisonEventError
 from tillflow.flows.posting import (
     DEFAULT_REVENUE,
+    LoyaltyAccounting,
     PostingAccounts,
     journal_for,
     journal_id_for,
     line_revenues,
     void_journal,
 )
-from tillflow.model import Journal, TenderKind, Transaction, TransactionKind
+from tillflow.model import (
+    ItemType,
+    Journal,
+    LineAction,
+    TenderKind,
+    Transaction,
+    TransactionKind,
+    round_to_minor,
+)
 from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.sim.erp.settings import DEFAULT_ACCOUNTS
 from tillflow.sim.pos import CATALOG, PosTrafficGenerator, demo_stores
@@ -38,6 +47,7 @@ ZERO = D(0)
 DAY = date(2026, 11, 29)
 ACCOUNTS = PostingAccounts()
 CASH, CARD, GIFT_CARD, LOYALTY, TAX, ROUNDING = "1000", "1100", "2300", "2400", "2200", "6900"
+COGS, INVENTORY, DEFERRED = "5000", "1400", "4300"
 GROCERY, HOUSEHOLD, APPAREL, OTHER, RETURNS = "4000", "4040", "4050", "4090", "4100"
 
 
@@ -494,6 +504,44 @@ class TestAccounts:
 
 # --- properties -------------------------------------------------------------------------------------
 
+unit_costs = st.integers(0, 10**6).map(lambda n: Decimal(n).scaleb(-4))  # 0 to 100, to 4 decimals
+loyalty_settings = st.none() | st.builds(
+    LoyaltyAccounting,
+    point_value=st.integers(1, 10**4).map(lambda n: Decimal(n).scaleb(-4)),
+    breakage=st.integers(0, 99).map(lambda n: Decimal(n).scaleb(-2)),
+)
+
+
+def costs_for(skus: list[str]) -> st.SearchStrategy[dict[str, Decimal]]:
+    """Unit costs of some of `skus` (the others have none)."""
+    return st.dictionaries(st.sampled_from(skus), unit_costs) if skus else st.just({})
+
+
+def paid_with_points(tx: Transaction) -> Transaction:
+    """`tx` with its gift card tenders paid in loyalty points instead."""
+    tenders = tuple(
+        t.model_copy(update={"kind": TenderKind.LOYALTY_POINTS}) if t.kind is TenderKind.GIFT_CARD else t
+        for t in tx.tenders
+    )
+    return tx.model_copy(update={"tenders": tenders})
+
+
+def cost_of(tx: Transaction, costs: dict[str, Decimal]) -> Decimal:
+    """The cost of goods sold of `tx`, worked out line by line here."""
+    total = ZERO
+    for line in tx.lines:
+        if line.item_type is ItemType.STOCK and line.sku in costs:
+            cost = round_to_minor(line.quantity * costs[line.sku], tx.currency)
+            if line.action is LineAction.SALE:
+                total += cost
+            elif line.restock:
+                total -= cost
+    return total
+
+
+def net(journal: Journal, *accounts: str) -> Decimal:
+    return sum((line.debit - line.credit for line in journal.lines if line.account in accounts), ZERO)
+
 
 class TestProperties:
     @settings(max_examples=20, deadline=None)
@@ -507,8 +555,11 @@ class TestProperties:
             journal = journal_for(tx, ACCOUNTS)
             if tx.kind is TransactionKind.VOID:
                 assert journal is None and tx.voided is not None
-                journal = void_journal(tx, journals[tx.voided.transaction_id], ACCOUNTS)
-            assert journal is not None
+                original = journals.get(tx.voided.transaction_id)
+                journal = None if original is None else void_journal(tx, original, ACCOUNTS)
+            if journal is None:  # the return of a line given away, say (or its void): no money moves
+                assert not tx.totals.grand_total and not tx.totals.tax and not any(line_revenues(tx))
+                continue
             journals[tx.transaction_id] = journal
 
             assert balance(journal) == {tx.currency: 0}
@@ -530,3 +581,68 @@ class TestProperties:
         assert all(line.description != "rounding" for line in journal.lines)
         inclusive = sum((t.amount for t in tx.taxes if t.inclusive), ZERO)
         assert sum(line_revenues(tx), ZERO) == tx.totals.subtotal - inclusive
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.data(), tx=transactions(), loyalty=loyalty_settings, points=st.booleans())
+    def test_any_consistent_transaction_balances_with_costs_and_loyalty_points(
+        self, data: st.DataObject, tx: Transaction, loyalty: LoyaltyAccounting | None, points: bool
+    ) -> None:
+        tx = paid_with_points(tx) if points else tx
+        costs = data.draw(costs_for([line.sku for line in tx.lines]))
+        accounts = PostingAccounts(loyalty=loyalty)
+
+        journal = journal_for(tx, accounts, costs=costs)
+        plain = journal_for(tx, ACCOUNTS)
+
+        if journal is None:
+            assert plain is None and not cost_of(tx, costs)
+            return
+        assert balance(journal) == {tx.currency: 0}
+        assert tender_side(journal) == tx.totals.grand_total
+        assert all(line.description != "rounding" for line in journal.lines)
+        assert net(journal, COGS) == cost_of(tx, costs) == -net(journal, INVENTORY)
+        # each points tender split between the liability and the deferral, to the minor unit
+        tendered = [t.amount - t.change for t in tx.tenders if t.kind is TenderKind.LOYALTY_POINTS]
+        released = net(journal, LOYALTY)  # the liability's lines are the points tenders'
+        if loyalty is not None:
+            carried = 1 - loyalty.breakage
+            assert released == sum((round_to_minor(a * carried, tx.currency) for a in tendered), ZERO)
+            assert net(journal, DEFERRED) == sum(tendered, ZERO) - released
+        else:
+            assert released == sum(tendered, ZERO) and net(journal, DEFERRED) == 0
+        # every other account as in the journal without costs and points treatment (none for
+        # goods given away: their cost alone posts)
+        without = [plain] if plain is not None else []
+        treated = {COGS, INVENTORY, DEFERRED, LOYALTY}
+        others = {line.account for j in (journal, *without) for line in j.lines} - treated
+        assert {a: net(journal, a) for a in others} == {
+            a: sum((net(j, a) for j in without), ZERO) for a in others
+        }
+
+    @settings(max_examples=15, deadline=None)
+    @given(seed=st.integers(0, 2**32 - 1), stores=st.integers(1, 5), data=st.data())
+    def test_every_journal_of_the_demo_traffic_balances_with_costs_and_loyalty_points(
+        self, seed: int, stores: int, data: st.DataObject
+    ) -> None:
+        costs = data.draw(costs_for([product.sku for product in CATALOG]))
+        accounts = PostingAccounts(loyalty=data.draw(loyalty_settings))
+        traffic = PosTrafficGenerator(demo_stores(stores), business_day=DAY, seed=seed).transactions(150)
+        journals: dict[str, Journal] = {}
+        for tx in traffic:
+            if tx.voided is not None:
+                original = journals.get(tx.voided.transaction_id)
+                found = None if original is None else void_journal(tx, original, accounts)
+                assert found is None or net(found, COGS) == -net(journals[tx.voided.transaction_id], COGS)
+            else:
+                found = journal_for(tx, accounts, costs=costs)
+                assert (net(found, COGS) if found else ZERO) == cost_of(tx, costs)
+            if found is None:  # no money moves, no goods with a cost
+                assert not tx.totals.grand_total and not tx.totals.tax and not any(line_revenues(tx))
+                continue
+            journal = found
+            journals[tx.transaction_id] = journal
+
+            assert balance(journal) == {tx.currency: 0}
+            assert tender_side(journal) == tx.totals.grand_total
+            assert all(line.account != ROUNDING for line in journal.lines), "exact: nothing to round"
+            assert {line.account for line in journal.lines} <= set(DEFAULT_ACCOUNTS)

@@ -35,6 +35,8 @@ DEFAULT_ACCOUNTS: dict[str, str] = {
     "4090": "Sales - other",
     "4100": "Sales returns",
     "4200": "Discounts granted",
+    "4300": "Revenue deferred to loyalty points (IFRS 15)",
+    "4310": "Loyalty breakage revenue",
     "5000": "Cost of goods sold",
     "6900": "Rounding differences",
 }
