@@ -243,6 +243,27 @@ class TestDayClose:
         [(rec, state)] = reconcile(hub.services, DAY, "S001")
         assert rec.status == "matched", rec.differences
 
+    def test_a_transaction_no_journal_can_carry_fails_its_day_with_the_reason(
+        self, tmp_path: Path, hubs: list[Hub], processes: list[Any]
+    ) -> None:
+        erp = start_erp(tmp_path)
+        processes.append(erp)
+        hub = Hub(
+            tmp_path,
+            {"erp": erp_connector(erp)},
+            posting={"default": {"policy": "aggregated"}, "max_lines": 2},  # no sale fits in 2 lines
+        )
+        hubs.append(hub)
+        txs = day_traffic(20)
+        hub.accept(txs)
+        close_day(hub, z_reports(txs, closed_at=datetime.now(UTC))[0])
+        hub.run("posting")
+
+        wait_for_close(hub, "S001", state=CloseState.FAILED)
+        record = hub.services.store_days.find_day_close("S001", DAY)
+        assert record is not None and record.reason is not None and "the ERP takes 2" in record.reason
+        assert erp.state()["journals_posted"] == 0
+
 
 class TestBothPolicies:
     def test_line_and_aggregated_per_register_post_the_same_books(

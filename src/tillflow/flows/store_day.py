@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from tillflow.errors import DownstreamRejectedError
+from tillflow.errors import DownstreamRejectedError, PoisonEventError
 from tillflow.flows import posting
 from tillflow.flows.aggregation import aggregate_transactions
 from tillflow.model import DayClose, Journal, LoggedEvent, Transaction
@@ -178,9 +178,15 @@ class StoreDayPoster:
                 continue
             if gap and now < record.deadline:
                 continue  # still waiting for the rest of the day
-            posted += self._settle_recorded(store_id, business_day)
-            if not self.days.find_journals(store_id, business_day):
-                posted += self._post_rest(store_id, business_day, 0)
+            try:
+                posted += self._settle_recorded(store_id, business_day)
+                if not self.days.find_journals(store_id, business_day):
+                    posted += self._post_rest(store_id, business_day, 0)
+            except PoisonEventError as exc:  # a transaction no journal can carry: the day fails
+                self.days.settle_day_close(
+                    store_id, business_day, state=CloseState.FAILED, gap=gap, reason=str(exc), at=now
+                )
+                continue
             failed = [  # the day journal's: a refused adjustment is its late sales' dead letter
                 j
                 for j in self.days.find_journals(store_id, business_day)
