@@ -146,8 +146,8 @@ def reconcile(
         else:
             try:
                 trial_balance = erp.trial_balance(store, business_day)
-            except DownstreamUnavailableError as exc:
-                notes.append(f"the ERP's trial balance could not be read: {exc}")
+            except DownstreamUnavailableError as exc:  # the comparison says it could not be read
+                notes.append(f"ERP away: {exc}")
         close = services.store_days.find_day_close(store, business_day)
         rec = reconcile_store_day(
             store_id=store,
