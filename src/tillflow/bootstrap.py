@@ -135,6 +135,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
         erp=lambda: downstream.erp,
+        loyalty=lambda: downstream.loyalty,
         import_context=config.import_context(),
         make_consumers=consumers,
         close=close,

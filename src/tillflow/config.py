@@ -50,6 +50,9 @@ class HubSettings(BaseModel):
     # role `all`: one worker process per group of flows, so a flow busy with a slow ERP never
     # slows another (a bulkhead); "relay" is the outbox relay to JetStream. Every flow is in one.
     worker_flows: list[list[WorkerFlow]] = [["relay", "inventory"], ["posting", "loyalty"]]
+    # a member's balance is answered from the hub's cache for this long; while the loyalty
+    # platform is away, the last known balance is answered, marked stale
+    member_cache_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("worker_flows")
     @classmethod

@@ -17,6 +17,7 @@ from tillflow.ports import (
     EventLog,
     InventoryLedger,
     KeyStore,
+    LoyaltyPlatform,
     PostingLog,
     StatsReader,
     StoreDays,
@@ -42,6 +43,7 @@ class Services:
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)
     erp_targets: Callable[[], dict[str, ErpSystem]] = field(default=dict)  # by name: cloud, legacy
     erp: Callable[[], ErpSystem | None] = field(default=lambda: None)  # routed over the targets
+    loyalty: Callable[[], LoyaltyPlatform | None] = field(default=lambda: None)
 
     def consumers(self, flows: Collection[str] | None = None) -> list[ConsumerRunner]:
         """Fresh runners for every flow consumer group of this deployment (of `flows` only,
