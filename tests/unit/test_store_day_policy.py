@@ -73,3 +73,10 @@ class TestMissingTransactions:
 
     def test_transactions_the_z_report_does_not_count_are_not_a_gap(self) -> None:
         assert missing_transactions(z(("R01", 1, 1)), {"R01": {1, 2}, "R09": {1}}) == []
+
+    def test_a_till_that_starts_at_sequence_zero_counts_it(self) -> None:
+        assert missing_transactions(z(("R01", 2, 1)), {"R01": {1}}) == ["S001:R01:2026-11-29:00000000"]
+
+    def test_a_z_report_claiming_millions_names_only_the_first_gaps(self) -> None:
+        gap = missing_transactions(z(("R01", 5_000_000, 5_000_000)), {}, limit=3)
+        assert gap == [f"S001:R01:2026-11-29:{n:08d}" for n in (1, 2, 3)]

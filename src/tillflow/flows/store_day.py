@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from itertools import islice
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -46,6 +47,7 @@ from tillflow.ports import (
 )
 
 PolicyName = Literal["line", "aggregated"]
+MAX_GAP_LISTED = 1000  # missing transactions a day close records by name
 
 
 class StorePolicy(BaseModel):
@@ -61,20 +63,19 @@ class StorePolicy(BaseModel):
         return self.policy == "aggregated"
 
 
-def missing_transactions(close: DayClose, sequences: Mapping[str, set[int]]) -> list[str]:
+def missing_transactions(
+    close: DayClose, sequences: Mapping[str, set[int]], *, limit: int = MAX_GAP_LISTED
+) -> list[str]:
     """The identities of the transactions a Z report counts that are not in `sequences`
-    (register -> the sequences the hub has for the day): per register, the
-    `transaction_count` sequences up to `last_sequence`."""
-    gap = []
-    for register in close.registers:
-        have = sequences.get(register.register_id, set())
-        first = register.last_sequence - register.transaction_count + 1
-        gap += [
-            transaction_id(close.store_id, register.register_id, close.business_day, seq)
-            for seq in range(max(first, 1), register.last_sequence + 1)
-            if seq not in have
-        ]
-    return gap
+    (register -> the sequences the hub has for the day), at most `limit` of them (a Z report
+    may claim millions)."""
+    gap = (
+        transaction_id(close.store_id, register.register_id, close.business_day, seq)
+        for register in close.registers
+        for seq in register.expected_sequences()
+        if seq not in sequences.get(register.register_id, ())
+    )
+    return list(islice(gap, limit))
 
 
 def _parse(data: bytes) -> Transaction:

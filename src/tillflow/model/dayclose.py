@@ -18,6 +18,11 @@ class RegisterClose(Canonical):
     last_sequence: SequenceNo
     totals_by_tender: dict[TenderKind, Dec] = Field(default_factory=dict)
 
+    def expected_sequences(self) -> range:
+        """The sequences this register's Z report accounts for: `transaction_count` of them
+        ending at `last_sequence` (fewer when the count is more than the sequences allow)."""
+        return range(max(self.last_sequence - self.transaction_count + 1, 0), self.last_sequence + 1)
+
 
 class DayClose(Canonical):
     store_id: Ident
