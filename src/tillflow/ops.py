@@ -406,20 +406,20 @@ def postings_status(
     pending, in refused postings or dead-lettered."""
     from dataclasses import asdict
 
-    from tillflow.model import Transaction
-    from tillflow.model.transaction import TRUSTED_CONTEXT
-    from tillflow.reconciling import posting_state
+    from tillflow.flows.store_day import originals_of
+    from tillflow.reconciling import dead_lettered, posting_state, read_day
 
     business_day = _day(day)
     rows = []
     with opened(config, data_dir) as services:
         stores = [store] if store else services.transactions.list_store_days(business_day)
+        dead = dead_lettered(services)
         for store_id in stores:
-            txs = [
-                Transaction.model_validate_json(s.data, context=TRUSTED_CONTEXT)
-                for s in services.transactions.read_store_day(store_id, business_day)
-            ]
-            state = posting_state(services, store_id, business_day, txs)
+            txs = read_day(services, store_id, business_day)
+            originals = originals_of(services.transactions, txs)
+            state = posting_state(
+                services, store_id, business_day, txs, originals=originals, dead_letters=dead
+            )
             row = {"store": store_id, **asdict(state)}
             if not as_json:
                 row["journals"] = len(state.journals)

@@ -10,11 +10,11 @@ from datetime import date
 from typing import Any
 
 from tillflow.errors import DownstreamUnavailableError
+from tillflow.flows.posting import FLOW as POSTING_FLOW
 from tillflow.flows.posting import journal_id_for, postings_for
 from tillflow.flows.reconciliation import StoreDayReconciliation, reconcile_store_day
-from tillflow.flows.store_day import originals_of
+from tillflow.flows.store_day import originals_of, parse_day
 from tillflow.model import Transaction, TransactionKind
-from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import CloseState, JournalState, TrialBalanceLine
 from tillflow.services import Services
 
@@ -54,15 +54,30 @@ class PostingState:
         return "waiting for the day close" if self.day_close == CloseState.WAITING else "next adjustment"
 
 
+def read_day(services: Services, store_id: str, business_day: date) -> list[Transaction]:
+    """The transactions the hub accepted for a store-day."""
+    return parse_day(services.transactions.read_store_day(store_id, business_day))
+
+
+def dead_lettered(services: Services) -> set[str]:
+    """The transactions whose events the posting flow set aside (read once per report)."""
+    return {
+        d.event.event.subject
+        for d in services.event_log.list_dead_letters(group=POSTING_FLOW, limit=100_000)
+        if d.event.event.subject is not None
+    }
+
+
 def posting_state(
     services: Services,
     store_id: str,
     business_day: date,
     txs: list[Transaction],
-    originals: dict[str, Transaction] | None = None,
+    *,
+    originals: dict[str, Transaction],
+    dead_letters: set[str],
 ) -> PostingState:
     config = services.config
-    originals = originals_of(services.transactions, txs) if originals is None else originals
     costs = config.posting.unit_costs
     nothing = set()
     for tx in txs:  # what the posting flow gives no journal: neither posted nor pending
@@ -73,11 +88,7 @@ def posting_state(
     policy = config.posting.policy_for(store_id, region)
     close = services.store_days.find_day_close(store_id, business_day)
     ids = {tx.transaction_id for tx in txs}
-    dead = {
-        d.event.event.subject
-        for d in services.event_log.list_dead_letters(group="posting", limit=100_000)
-        if d.event.event.subject in ids
-    }
+    dead = ids & dead_letters
     journals: tuple[dict[str, Any], ...] = ()
     if policy.aggregated:
         found = services.store_days.find_journals(store_id, business_day)
@@ -131,14 +142,12 @@ def reconcile(
         closed = {r.close.store_id for r in services.store_days.list_day_closes(business_day=business_day)}
         stores = sorted(set(services.transactions.list_store_days(business_day)) | closed)
     erp = services.erp()
+    dead = dead_lettered(services)
     results = []
     for store in stores:
-        txs = [
-            Transaction.model_validate_json(s.data, context=TRUSTED_CONTEXT)
-            for s in services.transactions.read_store_day(store, business_day)
-        ]
+        txs = read_day(services, store, business_day)
         originals = originals_of(services.transactions, txs)
-        state = posting_state(services, store, business_day, txs, originals)
+        state = posting_state(services, store, business_day, txs, originals=originals, dead_letters=dead)
         notes = state.findings()
         trial_balance: list[TrialBalanceLine] | None = None
         if erp is None:

@@ -183,6 +183,35 @@ class TestDayCloseApi:
         assert table.returncode == 0, table.stderr + table.stdout
         assert "S002" in table.stdout and "S001" not in table.stdout
 
+        status = subprocess.run(
+            [
+                *CLI,
+                "postings",
+                "status",
+                "--day",
+                DAY.isoformat(),
+                "--config",
+                str(books.config_path),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert status.returncode == 0, status.stderr
+        states = {row["store"]: row for row in orjson.loads(status.stdout)}
+        for store in ("S001", "S002"):
+            sent = sum(1 for tx in books.txs if tx.store_id == store)
+            row = states[store]
+            assert (row["transactions"], row["pending"], row["failed"], row["dead_lettered"]) == (
+                sent,
+                0,
+                0,
+                0,
+            )
+            assert row["posted"] + row["nothing_to_post"] == sent
+        assert (states["S001"]["policy"], states["S002"]["policy"]) == ("line", "aggregated")
+
     def test_a_different_z_report_after_the_day_is_posted_is_a_conflict(self, books: Books) -> None:
         close_all(books)
         wait_posted(books)

@@ -82,7 +82,7 @@ def _parse(data: bytes) -> Transaction:
     return Transaction.model_validate_json(data, context=TRUSTED_CONTEXT)
 
 
-def _parse_day(stored: Iterable[StoredTransaction]) -> list[Transaction]:
+def parse_day(stored: Iterable[StoredTransaction]) -> list[Transaction]:
     """A whole day's transactions, parsed with the cyclic collector paused: tens of thousands
     of new objects, none of them cyclic garbage, would otherwise set off collection after
     collection over the growing list (four times the parsing itself)."""
@@ -219,7 +219,7 @@ class StoreDayPoster:
         """Record and post the merged journals of the day's transactions not yet in a journal."""
         stored = self.transactions.read_store_day(store_id, business_day)
         members = self.days.find_memberships([s.transaction_id for s in stored])
-        rest = _parse_day(s for s in stored if s.transaction_id not in members)
+        rest = parse_day(s for s in stored if s.transaction_id not in members)
         originals = originals_of(self.transactions, rest)
         # a post-void whose sale has not come waits for it: the sale's adjustment takes both
         rest = [tx for tx in rest if tx.voided is None or tx.voided.transaction_id in originals]
@@ -261,7 +261,7 @@ class StoreDayPoster:
         stored = {s.transaction_id: s for s in self.transactions.read_store_day(store_id, business_day)}
         rebuilt: list[Journal] = []
         for record in pending:
-            txs = _parse_day(stored[tx_id] for tx_id in record.transaction_ids)
+            txs = parse_day(stored[tx_id] for tx_id in record.transaction_ids)
             parts = aggregate_transactions(
                 txs,
                 accounts=self.accounts,
