@@ -36,6 +36,7 @@ from rich.table import Table
 from tillflow.config import BusSettings, HubSettings, PostingSettings, TillflowConfig, dump_config
 from tillflow.connectors.resilience import ResilienceSettings
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
+from tillflow.flows.reconciliation import format_amount
 from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
 from tillflow.model import Store, Transaction, transaction_id
@@ -439,8 +440,6 @@ def close_and_reconcile(
     if late is not None:
         accepted += resend([late])  # the link is back: the day is posted, the sale is an adjustment
         settled()
-    from tillflow.flows.reconciliation import format_amount
-
     body = client.get(
         "/v1/reconciliation", params={"day": day.isoformat()}, headers=admin_headers, timeout=300
     ).json()
