@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tillflow.bus.jetstream import JetStreamEventLog
@@ -12,16 +13,22 @@ from tillflow.bus.sql import SQLEventLog
 from tillflow.config import FlowName, TillflowConfig
 from tillflow.connectors.resilience import Resilience
 from tillflow.connectors.settings import HttpConnectorSettings
+from tillflow.errors import DownstreamUnavailableError
 from tillflow.flows import inventory, loyalty, posting
+from tillflow.flows.goods_movements import GoodsMovementPoster
+from tillflow.flows.liability import PointsJournalPoster
 from tillflow.flows.store_day import StoreDayPoster
 from tillflow.model import LoggedEvent
 from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
 from tillflow.services import Services
 from tillflow.storage.db import create_state_engine
+from tillflow.storage.goods_movements import SQLGoodsMovementLog
 from tillflow.storage.inventory import SQLInventoryLedger
 from tillflow.storage.keys import SQLKeyStore
+from tillflow.storage.loyalty import SQLLoyaltyBook
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.postings import SQLPostingLog
+from tillflow.storage.products import SQLProductCatalog
 from tillflow.storage.stats import SQLStatsReader
 from tillflow.storage.store_days import SQLStoreDays
 from tillflow.storage.transactions import SQLTransactionStore
@@ -65,11 +72,25 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     transactions = SQLTransactionStore(engine)
     postings = SQLPostingLog(engine)
     store_days = SQLStoreDays(engine)
+    loyalty_book = SQLLoyaltyBook(engine)
     downstream = Downstream(config, postings)
     closers.insert(0, downstream.close)
 
+    products = SQLProductCatalog(engine)
+    goods_movements = SQLGoodsMovementLog(engine)
+
     def apply_inventory(batch: Sequence[LoggedEvent]) -> int:
-        return inventory.apply_inventory(batch, ledger=ledger)
+        return inventory.apply_inventory(batch, ledger=ledger, catalog=products, stock=ledger)
+
+    def post_goods_movements() -> int:  # the store-days whose day close is in and due
+        assert downstream.erp is not None
+        poster = GoodsMovementPoster(downstream.erp, goods_movements, max_lines=config.posting.max_lines)
+        try:
+            return poster.post_due()
+        except DownstreamUnavailableError:  # a bulkhead: the ERP away never holds up stock
+            return 0  # what was recorded is posted again on a later tick
+
+    post_movements = downstream.erp_configured and config.inventory.post_movements
 
     @functools.cache
     def poster() -> StoreDayPoster:
@@ -88,12 +109,44 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     def post_journals(batch: Sequence[LoggedEvent]) -> int:
         return poster().handle(batch)
 
-    def close_days() -> int:
-        return poster().close_days()
+    @functools.cache
+    def points_poster() -> PointsJournalPoster | None:
+        """The IFRS 15 journals of the points issued, with IFRS 15 settings and a loyalty platform."""
+        accounting = config.posting.accounts.loyalty
+        if accounting is None or not downstream.loyalty_configured:
+            return None
+        assert downstream.erp is not None
+        currencies = {store.store_id: store.currency for store in config.stores}
+        return PointsJournalPoster(
+            book=loyalty_book,
+            erp=downstream.erp,
+            loyalty=accounting,
+            accounts=config.posting.accounts,
+            currency_of=lambda store_id: currencies.get(store_id, accounting.currency),
+            clock=lambda: datetime.now(UTC),
+            every=config.posting.points_journal_seconds,
+        )
+
+    def close_days() -> int:  # and journal the points issued
+        points = points_poster()
+        return poster().close_days() + (0 if points is None else points.post_due())
+
+    @functools.cache
+    def orchestrator() -> loyalty.LoyaltyOrchestrator:
+        assert downstream.loyalty is not None
+        return loyalty.LoyaltyOrchestrator(
+            loyalty=downstream.loyalty,
+            transactions=transactions,
+            book=loyalty_book,
+            programs=config.hub.loyalty_programs,
+            clock=lambda: datetime.now(UTC),
+        )
 
     def accrue_points(batch: Sequence[LoggedEvent]) -> int:
-        assert downstream.loyalty is not None
-        return loyalty.accrue_points(batch, loyalty=downstream.loyalty, transactions=transactions)
+        return orchestrator().handle(batch)
+
+    def sweep_holds() -> int:
+        return orchestrator().sweep()
 
     flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory}
     if downstream.erp_configured:
@@ -111,8 +164,20 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             non_retryable=flow.non_retryable(),
             retryable=flow.retryable(),
         )
-        tick = close_days if name == posting.FLOW else None  # the day closes of aggregated stores
-        return ConsumerRunner(event_log, name, handler, policy=policy, batch_size=flow.batch_size, tick=tick)
+        # the day closes of aggregated stores; the holds past their TTL and the platform's own moves
+        tick = {posting.FLOW: close_days, loyalty.FLOW: sweep_holds}.get(name)
+        tick_every = 1.0
+        if name == inventory.FLOW and post_movements:  # goods movements of closed store-days
+            tick, tick_every = post_goods_movements, config.inventory.post_every
+        return ConsumerRunner(
+            event_log,
+            name,
+            handler,
+            policy=policy,
+            batch_size=flow.batch_size,
+            tick=tick,
+            tick_every=tick_every,
+        )
 
     def consumers(only: Collection[str] | None = None) -> list[ConsumerRunner]:
         runners = [relay() for relay in relays] if only is None or "relay" in only else []
@@ -132,6 +197,10 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         consumer_groups=tuple(flows),
         postings=postings,
         store_days=store_days,
+        products=products,
+        stock=ledger,
+        goods_movements=goods_movements,
+        loyalty_book=loyalty_book,
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
         erp=lambda: downstream.erp,

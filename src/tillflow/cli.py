@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tillflow import ops
+from tillflow import ops, stock_ops
 from tillflow.config import TillflowConfig, load_config
 from tillflow.errors import TillflowError
 
@@ -22,6 +22,8 @@ app.add_typer(schema_app, name="schema")
 app.add_typer(ops.dlq_app, name="dlq")
 app.add_typer(ops.erp_app, name="erp")
 app.add_typer(ops.postings_app, name="postings")
+app.add_typer(stock_ops.products_app, name="products")
+app.add_typer(stock_ops.inventory_app, name="inventory")
 sim_app = typer.Typer(
     help="Reference downstream services (their own process and SQLite file).", no_args_is_help=True
 )

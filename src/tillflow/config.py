@@ -53,6 +53,12 @@ class HubSettings(BaseModel):
     # a member's balance is answered from the hub's cache for this long; while the loyalty
     # platform is away, the last known balance is answered, marked stale
     member_cache_seconds: float = Field(default=30.0, gt=0)
+    # points reserved at checkout are held this long unless the till asks otherwise (at most
+    # `redemption_max_ttl_seconds`); a hold not committed by then is released
+    redemption_ttl_seconds: int = Field(default=300, ge=1)
+    redemption_max_ttl_seconds: int = Field(default=3600, ge=1)
+    # the loyalty programs whose points the hub keeps a ledger of (and reconciles)
+    loyalty_programs: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
 
     @field_validator("worker_flows")
     @classmethod
@@ -180,12 +186,24 @@ class PostingSettings(BaseModel):
     stores: dict[Ident, StorePolicy] = {}
     day_close_grace: float = Field(default=900.0, gt=0)  # seconds a day close waits for its gap
     max_lines: int = Field(default=500, ge=2)  # the ERP's lines per journal
+    # with `accounts.loyalty` and a loyalty platform: the points issued are journaled (IFRS 15)
+    # per store-day at most this often, from the hub's points ledger
+    points_journal_seconds: float = Field(default=60.0, gt=0)
 
     def policy_for(self, store_id: str, region: str | None = None) -> StorePolicy:
         found = self.stores.get(store_id)
         if found is None and region is not None:
             found = self.regions.get(region)
         return found or self.default
+
+
+class InventorySettings(BaseModel):
+    """Stock: the goods movements of each store-day sent to the ERP once its day is closed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    post_movements: bool = True  # when an ERP is configured
+    post_every: float = Field(default=1.0, gt=0)  # seconds between looks for store-days due
 
 
 class TillflowConfig(BaseSettings):
@@ -199,6 +217,7 @@ class TillflowConfig(BaseSettings):
     imports: ImportSettings = ImportSettings()
     connectors: ConnectorSettings = ConnectorSettings()
     posting: PostingSettings = PostingSettings()
+    inventory: InventorySettings = InventorySettings()
 
     def import_context(self) -> ImportContext:
         """What the format parsers need: the stores, the policy maps, the defaults."""

@@ -4,10 +4,16 @@ The demo behaves like a small retailer's day: every store sends its batches with
 key, some batches are resent (as a flaky store link would), a few records are malformed and
 one till reuses a sequence number with different content. The hub must answer each record
 correctly and the inventory flow must catch up with every accepted transaction.
+
+With the reference ERP and loyalty platform, members pay part of some baskets with points they
+held at checkout through the hub; other checkouts are cancelled or abandoned with points held;
+the loyalty platform fails some requests and goes down for a few seconds while the tills send.
+The run ends with the hub's points ledger equal to the platform's outstanding points.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -16,13 +22,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +43,7 @@ from rich.table import Table
 from tillflow.config import BusSettings, HubSettings, PostingSettings, TillflowConfig, dump_config
 from tillflow.connectors.resilience import ResilienceSettings
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
+from tillflow.flows.posting import LoyaltyAccounting, PostingAccounts
 from tillflow.flows.reconciliation import format_amount
 from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
@@ -113,7 +121,14 @@ def prepare(
         bus=bus or BusSettings(),
         stores=stores,
         connectors=connectors or ConnectorSettings(),
-        posting=PostingSettings(stores=aggregated_stores(stores), day_close_grace=settings.day_close_grace),
+        posting=PostingSettings(
+            stores=aggregated_stores(stores),
+            day_close_grace=settings.day_close_grace,
+            # a point is worth a minor unit of the store's currency; a fifth of points are
+            # expected to expire unredeemed; the points issued are journaled every second
+            accounts=PostingAccounts(loyalty=POINTS),
+            points_journal_seconds=1.0,
+        ),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "tillflow.yaml"
@@ -249,6 +264,112 @@ def _run_hub(
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
+POINTS = LoyaltyAccounting(
+    point_value=Decimal("0.01"),
+    breakage=Decimal("0.2"),
+    point_values={"GBP": Decimal("0.01"), "USD": Decimal("0.01"), "SEK": Decimal("0.01"), "JPY": Decimal(1)},
+)
+SEEDED_MEMBERS = tuple(f"M{i:04d}" for i in range(1, 101))  # the reference platform's, 1,000 points each
+CHECKOUT_TTL = 900  # seconds points stay held for a checkout that completes
+ABANDONED_TTL = 2  # seconds, for the checkouts left open on purpose
+
+
+class Checkouts:
+    """The tills' side of redemptions: points held through the hub's API at checkout (retried
+    with the same Idempotency-Key while the platform is away), and a few checkouts cancelled
+    or abandoned with points held."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        self.client = httpx.Client(base_url=url, timeout=30.0)
+        self.keys = keys
+        self.numbers = itertools.count(1)
+        self.counts: Counter[str] = Counter()
+
+    def reserve(self, store_id: str, member_id: str, points: int, ttl: int = CHECKOUT_TTL) -> str | None:
+        """The hold id, or None when the platform refused (not enough points)."""
+        key = f"checkout-{store_id}-{next(self.numbers)}"
+        body = {"store_id": store_id, "member_id": member_id, "points": points, "ttl_seconds": ttl}
+        headers = {"authorization": f"Bearer {self.keys[store_id]}", "idempotency-key": key}
+        for _ in range(60):
+            answer = self.client.post("/v1/loyalty/redemptions", json=body, headers=headers)
+            if answer.status_code in (200, 201):
+                self.counts["held"] += 1
+                return str(answer.json()["hold_id"])
+            if answer.status_code != 503:
+                self.counts["refused"] += 1
+                return None
+            time.sleep(min(float(answer.headers.get("retry-after", 1)), 1.0))
+        raise RuntimeError(f"the hub could not hold points for {key}: {answer.text}")
+
+    def leave_some(self, stores: Sequence[str], rng: random.Random, each: int = 10) -> None:
+        """`each` checkouts cancelled at the till (their points released), and `each` abandoned
+        (left to their short TTL)."""
+        for i in range(2 * each):
+            store, member = rng.choice(stores), rng.choice(SEEDED_MEMBERS)
+            hold = self.reserve(
+                store, member, 10 + rng.randrange(90), ttl=ABANDONED_TTL if i % 2 else CHECKOUT_TTL
+            )
+            if hold is None:
+                continue
+            if i % 2:
+                self.counts["abandoned"] += 1
+                continue
+            answer = self.client.post(
+                f"/v1/loyalty/redemptions/{hold}/release",
+                headers={"authorization": f"Bearer {self.keys[store]}"},
+            )
+            answer.raise_for_status()
+            self.counts["cancelled"] += 1
+
+    def figures(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class LoyaltyFaults:
+    """While the tills send: the loyalty platform fails 5% of requests, and is down for three
+    seconds after the first two."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.timer = threading.Timer(2.0, self._outage)
+
+    def _put(self, faults: dict[str, Any]) -> None:
+        httpx.put(f"{self.url}/admin/faults", json=faults, timeout=10).raise_for_status()
+
+    def _outage(self) -> None:
+        until = datetime.now(UTC) + timedelta(seconds=3)
+        self._put({"error_rate": 0.05, "outage_until": until.isoformat()})
+
+    def __enter__(self) -> LoyaltyFaults:
+        self._put({"error_rate": 0.05, "seed": 7})
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+        self.timer.join()
+        httpx.delete(f"{self.url}/admin/faults", timeout=10).raise_for_status()
+
+
+def loyalty_liability(
+    client: httpx.Client, admin_headers: dict[str, str], timeout: float = 60
+) -> dict[str, Any]:
+    """Once no hold is open any more (the abandoned ones past their TTL are released by the
+    hub), the hub's points ledger against the platform's outstanding points."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        held = client.get("/v1/loyalty/redemptions", params={"state": "held"}, headers=admin_headers).json()
+        if not held["redemptions"]:
+            break
+        time.sleep(0.25)
+    body = client.get("/v1/loyalty/liability", headers=admin_headers, timeout=120).json()
+    found: dict[str, Any] = body["programs"][0]
+    return found
+
+
 def drive(
     settings: DemoSettings,
     config: TillflowConfig,
@@ -261,8 +382,17 @@ def drive(
     downstream = downstream or {}
     rng = random.Random(settings.seed)
     day = datetime.now(UTC).date()
-    gen = PosTrafficGenerator(config.stores, business_day=day, seed=settings.seed)
+    checkouts = Checkouts(url, keys) if downstream else None
+    gen = PosTrafficGenerator(
+        config.stores,
+        business_day=day,
+        seed=settings.seed,
+        members=SEEDED_MEMBERS if checkouts else (),
+        reserve=checkouts.reserve if checkouts else None,
+    )
     txs = gen.transactions(settings.transactions)
+    if checkouts is not None:
+        checkouts.leave_some([s.store_id for s in config.stores], rng)
     work = list(batches(txs, settings.batch))
     voided = frozenset(tx.voided.transaction_id for tx in txs if tx.voided is not None)
     broken_in = [sabotage(records, rng, settings.invalid_share, voided) for _, records in work]
@@ -305,7 +435,10 @@ def drive(
             accepted.extend(r["transaction_id"] for r in answer["results"] if r["status"] == "accepted")
             return Counter(answer["summary"])
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        with (
+            LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext(),
+            ThreadPoolExecutor(max_workers=4) as pool,
+        ):
             for c in pool.map(send, work + resends):
                 counts.update(c)
         sent = sum(len(r) for _, r in work + resends)
@@ -340,6 +473,9 @@ def drive(
                 client, txs, broken_ids, aggregated, keys, admin_headers, day
             )
             accepted += reconciliation["corrected"]
+            reconciliation["loyalty"] = loyalty_liability(client, admin_headers)
+    if checkouts is not None:
+        checkouts.close()
     trace: dict[str, Any] = {}
     if accepted:
         sample = accepted[len(accepted) // 2]
@@ -355,10 +491,18 @@ def drive(
         else {}
     )
     if reconciliation:
-        # every store-day matched to the cent, the late sale's included
-        reconciliation["consistent"] = all(
-            r["status"] == "matched" for r in reconciliation["store_days"]
-        ) and (reconciliation["late"] is None or reconciliation["flagged"] == [reconciliation["late"]])
+        # every store-day matched to the cent, the late sale's included; the hub's points
+        # ledger equal to the platform's, every hold settled, no saga step too late
+        liability = reconciliation["loyalty"]
+        reconciliation["consistent"] = (
+            all(r["status"] == "matched" for r in reconciliation["store_days"])
+            and (reconciliation["late"] is None or reconciliation["flagged"] == [reconciliation["late"]])
+            and liability["status"] == "matched"
+            and not liability["conflicts"]
+            and not liability["sagas"].get("held")
+        )
+        if checkouts is not None:
+            liability["checkouts"] = checkouts.figures()
         activity["reconciliation"] = reconciliation
     return {
         "downstream": activity,
@@ -423,7 +567,10 @@ def close_and_reconcile(
             ).json()
             groups = client.get("/v1/flows", headers=admin_headers).json()["consumer_groups"]
             waiting = [c for c in closes["day_closes"] if c["state"] == "waiting"]
-            if (not waiting and all(g["lag"] == 0 for g in groups.values())) or time.monotonic() > deadline:
+            points = client.get("/v1/loyalty/journals", headers=admin_headers).json()
+            journaling = points["unjournaled"] or any(j["state"] == "pending" for j in points["journals"])
+            caught_up = all(g["lag"] == 0 for g in groups.values())
+            if (not waiting and caught_up and not journaling) or time.monotonic() > deadline:
                 return list(closes["day_closes"])
             time.sleep(0.2)
 
@@ -468,6 +615,11 @@ def close_and_reconcile(
         "late": late,
         "flagged": flagged,
         "merged_journals": sum(len(r["journals"]) for r in store_days),
+        "points_journals": sum(
+            1
+            for j in client.get("/v1/loyalty/journals", headers=admin_headers).json()["journals"]
+            if j["document_number"] is not None
+        ),
     }
 
 
@@ -495,7 +647,10 @@ def downstream_activity(
         if tx.store_id not in aggregated:
             journals += moved is not None and journal_for(moved, accounts) is not None
         accruals += tx.customer is not None and tx.kind in EARNING_KINDS and bool(earning_lines(tx))
-    journals += (reconciliation or {}).get("merged_journals", 0)
+    # and the day journals of the stores posting per day, the IFRS 15 journals of the points issued
+    journals += (reconciliation or {}).get("merged_journals", 0) + (reconciliation or {}).get(
+        "points_journals", 0
+    )
     erp, loyalty = services["erp"].state(), services["loyalty"].state()
     posting, earning = groups["posting"], groups["loyalty"]
     return {
@@ -608,6 +763,33 @@ def show_reconciliation(reconciliation: dict[str, Any], console: Console) -> Non
     for r in reconciliation["store_days"]:
         for difference in r["differences"][:5]:
             console.print(f"[red]{r['store_id']}: {difference}[/red]")
+    show_liability(reconciliation["loyalty"], console)
+
+
+def show_liability(liability: dict[str, Any], console: Console) -> None:
+    """The redemption sagas of the run and the loyalty liability, hub vs platform."""
+    sagas = ", ".join(f"{n} {state}" for state, n in liability["sagas"].items() if n) or "none"
+    checkouts = liability.get("checkouts", {})
+    console.print(
+        f"redemptions at checkout: {checkouts.get('held', 0)} holds ({checkouts.get('refused', 0)} refused:"
+        f" not enough points); {checkouts.get('cancelled', 0)} checkouts cancelled and"
+        f" {checkouts.get('abandoned', 0)} abandoned with points held; sagas now: {sagas}"
+    )
+    moves = ", ".join(f"{kind} {points:+,}" for kind, points in liability["moves"].items() if points)
+    console.print(f"points ledger ({liability['program']}): {moves}")
+    value = (
+        f" = {liability['liability']} {liability['currency']} carried at {liability['carried_value']} a point"
+        if liability["liability"] is not None
+        else ""
+    )
+    mark = "[green]matched[/green]" if liability["status"] == "matched" else "[red]mismatched[/red]"
+    platform = "-" if liability["platform_points"] is None else f"{liability['platform_points']:,}"
+    console.print(
+        f"loyalty liability: hub ledger {liability['hub_points']:,} points{value};"
+        f" loyalty platform {platform} points outstanding: {mark}"
+    )
+    for line in (*liability["differences"], *liability["conflicts"], *liability["notes"]):
+        console.print(f"[red]loyalty: {line}[/red]")
 
 
 def _ms(value: float | None) -> str:

@@ -352,11 +352,14 @@ def reconcile(
 ) -> None:
     """Per store-day: the Z report vs what the hub accepted vs what the ERP posted (its trial
     balance), tender by tender and tax code by tax code, with sequence gaps and the posting
-    state. Exits 1 when a store-day does not match."""
+    state; then each loyalty program's liability: the hub's points ledger vs the loyalty
+    platform's outstanding points. Exits 1 when anything does not match."""
     from dataclasses import asdict
 
+    from tillflow.flows.liability import liability_dict
     from tillflow.flows.reconciliation import as_dict
     from tillflow.reconciling import reconcile as reconcile_day
+    from tillflow.reconciling import reconcile_loyalty
     from tillflow.reports import render_csv, render_html, render_table
 
     fmt = fmt.lower()
@@ -366,23 +369,34 @@ def reconcile(
     business_day = _day(day)
     with opened(config, data_dir) as services:
         results = reconcile_day(services, business_day, store)
+        liabilities = reconcile_loyalty(services) if store is None else []
     recs = [rec for rec, _ in results]
     if fmt == "csv":
-        text = render_csv(recs)
+        text = render_csv(recs, liabilities)
     elif fmt == "html":
-        text = render_html(recs, title=f"Reconciliation {business_day}")
+        text = render_html(recs, title=f"Reconciliation {business_day}", liabilities=liabilities)
     elif fmt == "json":
-        body = [{**as_dict(rec), "posting": asdict(state)} for rec, state in results]
+        body = {
+            "business_day": business_day.isoformat(),
+            "store_days": [{**as_dict(rec), "posting": asdict(state)} for rec, state in results],
+            "loyalty": [liability_dict(rec) for rec in liabilities],
+        }
         text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode() + "\n"
+    elif recs or liabilities:
+        text = render_table(recs, liabilities)
     else:
-        text = render_table(recs) if recs else f"nothing to reconcile on {business_day}\n"
+        text = f"nothing to reconcile on {business_day}\n"
+    mismatched = sum(1 for rec in recs if rec.status != "matched")
+    programs = sum(1 for rec in liabilities if rec.status != "matched")
     if output is not None:
         output.write_text(text, encoding="utf-8")
-        mismatched = sum(1 for rec in recs if rec.status != "matched")
-        err.print(f"{len(recs)} store-day(s), {mismatched} mismatched: report written to {output}")
+        err.print(
+            f"{len(recs)} store-day(s), {mismatched} mismatched; {len(liabilities)} loyalty program(s),"
+            f" {programs} mismatched: report written to {output}"
+        )
     else:
         sys.stdout.write(text)
-    if any(rec.status != "matched" for rec in recs):
+    if mismatched or programs:
         raise typer.Exit(1)
 
 

@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tillflow.errors import DownstreamRejectedError
-from tillflow.model import CloudEvent, DayClose, InventoryMovement, Journal, LoggedEvent, Transaction
+from tillflow.model import (
+    CloudEvent,
+    DayClose,
+    InventoryMovement,
+    Journal,
+    LoggedEvent,
+    Product,
+    Transaction,
+)
 
 
 class EventLog(Protocol):
@@ -242,6 +250,189 @@ class InventoryPlan:
     movements: tuple[InventoryMovement, ...]
     voids: tuple[tuple[str, str], ...]  # (voided transaction id, void transaction id)
     hops: tuple[tuple[str, str, str | None], ...]  # (transaction id, hop, detail)
+    # per movement, the store's business day it is booked on (empty: none known)
+    business_days: tuple[date | None, ...] = ()
+    # (index into movements, why): recorded, but the position stays as it is (a sale a count
+    # already reflects, a unit with no conversion to the stock unit)
+    excluded: tuple[tuple[int, str], ...] = ()
+    counts: tuple[CountApplied, ...] = ()  # the latest count now applied per store and SKU
+    alerts: tuple[StockAlert, ...] = ()  # raised by this batch (some cleared again within it)
+    cleared: tuple[ClearedAlert, ...] = ()  # alerts open before this batch that it clears
+
+
+@dataclass(frozen=True, slots=True)
+class CountApplied:
+    """A count line that set a position: the count, when it was taken, what it found."""
+
+    store_id: str
+    sku: str
+    count_id: str
+    counted_at: datetime
+    quantity: Decimal  # in the stock unit
+
+
+class AlertKind(StrEnum):
+    NEGATIVE_STOCK = "negative_stock"  # a movement took the position below zero
+    NO_CONVERSION = "no_conversion"  # a line's unit has no conversion to the SKU's stock unit
+
+
+@dataclass(frozen=True, slots=True)
+class StockAlert:
+    """Something about a store's stock of one SKU that a person should look at."""
+
+    kind: AlertKind
+    store_id: str
+    sku: str
+    quantity: Decimal  # the position left (negative stock), the line's quantity (no conversion)
+    uom: str  # the stock unit (negative stock), the line's unit (no conversion)
+    transaction_id: str  # what caused it
+    at: datetime  # when that movement occurred
+    detail: str = ""
+    cleared_at: datetime | None = None
+    cleared_by: str | None = None
+    id: int | None = None
+
+    @property
+    def key(self) -> str:
+        """One alert of a key is open at a time per store and SKU."""
+        return alert_key(self.kind, self.uom)
+
+
+def alert_key(kind: AlertKind, uom: str) -> str:
+    return kind.value if kind is AlertKind.NEGATIVE_STOCK else f"{kind.value}.{uom}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedAlert:
+    store_id: str
+    sku: str
+    key: str
+    cleared_by: str  # the transaction (or count) that cleared it
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StockState:
+    """Where a store's stock of one SKU stands before a batch."""
+
+    quantity: Decimal = Decimal(0)
+    count_id: str | None = None  # the latest count applied
+    counted_at: datetime | None = None
+    open_alerts: frozenset[str] = frozenset()  # their keys
+
+
+class StockBook(Protocol):
+    """What the inventory flow reads beside the ledger (positions, counts, open alerts), the
+    alerts it raised, and the gateway's way in for stock counts."""
+
+    def find_stock(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], StockState]:
+        """The state of these (store, sku); those never moved, counted or alerted are left out."""
+        ...
+
+    def sum_moved_after(self, store_id: str, skus: Sequence[str], after: datetime) -> dict[str, Decimal]:
+        """Per SKU, the net of the store's movements that moved its position and occurred after
+        `after` (SKUs with none are left out)."""
+        ...
+
+    def list_alerts(
+        self, *, store_id: str | None = None, include_cleared: bool = False, limit: int = 1000
+    ) -> list[StockAlert]:
+        """Alerts, newest first: open ones (and cleared ones too with `include_cleared`)."""
+        ...
+
+    def record_count(self, event: CloudEvent, *, received_at: datetime) -> Verdict:
+        """Append a stock count's event to the log through the state store's outbox: ACCEPTED,
+        DUPLICATE (the same count again) or CONFLICT (the same count id with other content)."""
+        ...
+
+
+class ProductChange(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+class ProductCatalog(Protocol):
+    """The product master: what each SKU is and the unit its stock is kept in."""
+
+    def find_products(self, skus: Sequence[str]) -> dict[str, Product]:
+        """The products of these SKUs that the master holds, by SKU (one query)."""
+        ...
+
+    def record_products(self, products: Sequence[Product], *, at: datetime) -> list[ProductChange]:
+        """Create or replace products (the last of a SKU repeated in `products` wins), in one
+        commit; one change per product, in order."""
+        ...
+
+
+class BatchState(StrEnum):
+    PENDING = "pending"  # recorded with its movements, not yet answered by the ERP
+    POSTED = "posted"
+    FAILED = "failed"  # refused by the ERP, with its reason; not posted again by itself
+    EMPTY = "empty"  # its movements net to nothing: nothing to post
+
+
+@dataclass(frozen=True, slots=True)
+class GoodsBatch:
+    """One batch of a store-day's goods movements for the ERP, aggregated per (sku, uom,
+    reason); `number` counts the store-day's batches from 1 (later movements, later batches)."""
+
+    batch_id: str
+    store_id: str
+    business_day: date
+    number: int
+    lines: int  # aggregated lines posted
+    movements: int  # movements carried
+    state: BatchState = BatchState.PENDING
+    document_number: str | None = None
+    reason: str | None = None
+    recorded_at: datetime | None = None
+    settled_at: datetime | None = None
+
+
+class GoodsMovementLog(Protocol):
+    """Which goods movements went to the ERP in which batch (each movement in one at most)."""
+
+    def list_due_days(self, *, now: datetime) -> list[tuple[str, date]]:
+        """Store-days with movements in no batch whose day close is posted or past its deadline."""
+        ...
+
+    def find_unbatched(self, store_id: str, business_day: date) -> list[tuple[int, InventoryMovement]]:
+        """The store-day's movements that moved stock and are in no batch yet, with their ids."""
+        ...
+
+    def record_batches(self, batches: Sequence[tuple[GoodsBatch, Sequence[int]]], *, at: datetime) -> None:
+        """Record batches as pending with the movement ids each carries, in one commit (raises
+        StorageError when a movement is already in a batch: nothing is recorded then)."""
+        ...
+
+    def read_batch(self, batch_id: str) -> list[InventoryMovement]:
+        """The movements a recorded batch carries."""
+        ...
+
+    def settle_batch(
+        self,
+        batch_id: str,
+        *,
+        state: BatchState,
+        document_number: str | None,
+        reason: str | None,
+        at: datetime,
+    ) -> None: ...
+
+    def find_batches(
+        self,
+        *,
+        business_day: date | None = None,
+        store_id: str | None = None,
+        state: BatchState | None = None,
+    ) -> list[GoodsBatch]:
+        """Recorded batches, by store, day and number."""
+        ...
+
+    def retry_batch(self, batch_id: str) -> bool:
+        """Set a refused batch pending again, to be posted anew; False when it is not refused."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +528,7 @@ class HoldState(StrEnum):
     COMMITTED = "committed"
     RELEASED = "released"
     EXPIRED = "expired"
+    REFUNDED = "refunded"  # committed, then its points given back (the sale was post-voided)
 
 
 @dataclass(frozen=True)
@@ -348,6 +540,32 @@ class PointsHold:
     expires_at: datetime
     transaction_id: str | None = None  # the transaction that committed it
     repeated: bool = False
+
+
+@dataclass(frozen=True)
+class ProgramPoints:
+    """The points a program owes its members, as the platform counts them (the hub's liability
+    ledger is reconciled against `outstanding`)."""
+
+    program: str
+    outstanding: int  # every member's points, less debts; open holds not subtracted
+    held: int  # of which reserved by open holds
+    members: int
+    as_of: datetime  # the platform's clock
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One entry of a program's points ledger, in the platform's order (`seq`)."""
+
+    seq: int
+    entry_id: str
+    member_id: str
+    kind: str  # accrual, bonus, reversal, redemption, refund, expiry
+    points: int  # signed
+    transaction_id: str | None
+    hold_id: str | None
+    at: datetime
 
 
 class LoyaltyPlatform(Protocol):
@@ -391,6 +609,20 @@ class LoyaltyPlatform(Protocol):
 
     def release(self, hold_id: str, *, idempotency_key: str) -> PointsHold:
         """Give held points back (a void, an abandoned checkout)."""
+        ...
+
+    def refund(self, hold_id: str, *, transaction_id: str, idempotency_key: str) -> PointsMove:
+        """Give back the points a committed hold spent (`transaction_id`: the post-void's)."""
+        ...
+
+    def outstanding(self, program: str) -> ProgramPoints:
+        """The points the program's members hold now, expired points and holds settled."""
+        ...
+
+    def statement(
+        self, program: str, *, after: int = 0, limit: int = 1000, kinds: Sequence[str] = ()
+    ) -> list[LedgerEntry]:
+        """The program's ledger entries past seq `after`, in order: `limit` at most, `kinds` only."""
         ...
 
 
@@ -563,4 +795,150 @@ class StoreDays(Protocol):
     ) -> int:
         """Set the store-day's refused journals (or those of `journal_ids`) pending again, and a
         refused day close waiting again, so they are posted anew; returns how many journals."""
+        ...
+
+
+# --- the hub's loyalty book: redemption sagas and the points ledger --------------------------
+
+
+class RedemptionState(StrEnum):
+    HELD = "held"  # reserved on the platform; the checkout has not completed
+    COMMITTED = "committed"  # spent by the transaction that tendered it
+    RELEASED = "released"  # given back: the checkout was cancelled, or its sale voided first
+    EXPIRED = "expired"  # the TTL passed before a commit
+    REFUNDED = "refunded"  # spent, then given back by a post-void of the sale
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """One redemption saga: points held on the platform for a checkout, and what became of them.
+    `conflict` keeps a step that came too late (a commit after a release), never dropped."""
+
+    hold_id: str
+    program: str
+    member_id: str
+    store_id: str
+    points: int
+    state: RedemptionState
+    created_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    transaction_id: str | None = None
+    void_id: str | None = None
+    reason: str | None = None
+    conflict: str | None = None
+
+
+@dataclass(frozen=True)
+class PointsEntry:
+    """A move of a member's points as the hub recorded it; `entry_key` is the idempotency key
+    of the step that caused it (or the platform's entry id for moves the hub did not cause)."""
+
+    entry_key: str
+    program: str
+    member_id: str
+    kind: str  # accrual | reversal | redemption | refund | bonus | expiry
+    points: int  # signed
+    transaction_id: str | None = None
+    hold_id: str | None = None
+    store_id: str | None = None
+    business_day: date | None = None
+
+
+@dataclass(frozen=True)
+class PointsJournal:
+    """An IFRS 15 journal of the points a store-day's transactions issued, net (`points`)."""
+
+    journal_id: str
+    store_id: str
+    business_day: date
+    currency: str
+    points: int
+    state: JournalState = JournalState.PENDING
+    document_number: str | None = None
+    reason: str | None = None
+
+
+class LoyaltyBook(Protocol):
+    """Where the hub keeps its redemption sagas, its points ledger and the journals of the
+    points issued."""
+
+    def open_redemption(self, redemption: Redemption, *, request_key: str) -> tuple[Redemption, bool]:
+        """Keep a new saga under the till's request key; (the saga, False) when that key
+        already opened one (which is returned instead)."""
+        ...
+
+    def find_redemption(self, hold_id: str) -> Redemption | None: ...
+
+    def find_request(self, request_key: str) -> Redemption | None: ...
+
+    def find_redemptions(self, hold_ids: Sequence[str]) -> dict[str, Redemption]: ...
+
+    def list_redemptions(
+        self, *, states: Sequence[RedemptionState] = (), expired_by: datetime | None = None, limit: int = 1000
+    ) -> list[Redemption]:
+        """Sagas in these states (all when empty), those whose TTL ended by `expired_by` only."""
+        ...
+
+    def settle_redemption(
+        self,
+        hold_id: str,
+        *,
+        state: RedemptionState,
+        at: datetime,
+        transaction_id: str | None = None,
+        void_id: str | None = None,
+        reason: str | None = None,
+        entry: PointsEntry | None = None,
+    ) -> None:
+        """Move a saga to `state`, with the ledger entry of that step in the same commit."""
+        ...
+
+    def record_conflict(self, hold_id: str, conflict: str, *, at: datetime) -> None:
+        """Keep a step that could not happen (appended to earlier ones)."""
+        ...
+
+    def record_entries(self, entries: Sequence[PointsEntry], *, at: datetime) -> int:
+        """Record moves not recorded yet (by `entry_key`); returns how many were new."""
+        ...
+
+    def find_entries(self, transaction_ids: Sequence[str]) -> list[PointsEntry]:
+        """The moves caused by (or taken back from) these transactions."""
+        ...
+
+    def points_by_kind(self) -> dict[str, dict[str, int]]:
+        """The ledger's points per program and kind of move; their sum is what is outstanding."""
+        ...
+
+    def unjournaled_entries(self, kinds: Sequence[str], *, limit: int = 100_000) -> list[PointsEntry]:
+        """Moves of these kinds caused by a store's transaction and in no points journal yet."""
+        ...
+
+    def record_points_journals(
+        self, journals: Sequence[tuple[PointsJournal, Sequence[str]]], *, at: datetime
+    ) -> None:
+        """Record journals as pending with the entry keys each carries, in one commit."""
+        ...
+
+    def settle_points_journal(
+        self, journal_id: str, *, state: JournalState, document_number: str | None, reason: str | None
+    ) -> None: ...
+
+    def find_points_journals(
+        self,
+        *,
+        store_id: str | None = None,
+        business_day: date | None = None,
+        state: JournalState | None = None,
+    ) -> list[PointsJournal]: ...
+
+    def statement_cursor(self, program: str) -> int:
+        """Where the platform's statement was read up to (0: never)."""
+        ...
+
+    def record_statement(
+        self, program: str, entries: Sequence[PointsEntry], *, after: int, at: datetime
+    ) -> int:
+        """Record the platform's own moves read from its statement and move the cursor to
+        `after`, in one commit; returns how many were new."""
         ...

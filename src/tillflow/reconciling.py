@@ -1,21 +1,24 @@
 """Three-way reconciliation of a business day, for the CLI and the API: each store-day's Z
 report, what the hub accepted and what the ERP posted (its trial balance), with the posting
-state of the store-day (pending, posted, failed, dead-lettered) as findings."""
+state of the store-day (pending, posted, failed, dead-lettered) as findings; and the loyalty
+liability, the hub's points ledger vs the loyalty platform's."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
-from tillflow.errors import DownstreamUnavailableError
+from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
+from tillflow.flows.liability import LiabilityReconciliation, journal_of_points, reconcile_liability
+from tillflow.flows.loyalty import read_statement
 from tillflow.flows.posting import FLOW as POSTING_FLOW
 from tillflow.flows.posting import journal_id_for, postings_for
 from tillflow.flows.reconciliation import StoreDayReconciliation, reconcile_store_day
 from tillflow.flows.store_day import originals_of, parse_day
 from tillflow.model import Transaction, TransactionKind
-from tillflow.ports import CloseState, JournalState, TrialBalanceLine
+from tillflow.ports import CloseState, JournalState, ProgramPoints, TrialBalanceLine
 from tillflow.services import Services
 
 
@@ -157,6 +160,13 @@ def reconcile(
                 trial_balance = erp.trial_balance(store, business_day)
             except DownstreamUnavailableError as exc:  # the comparison says it could not be read
                 notes.append(f"ERP away: {exc}")
+        points = services.loyalty_book.find_points_journals(store_id=store, business_day=business_day)
+        notes += [
+            f"points journal {p.journal_id} {p.state}"
+            + (f": {p.reason}" if p.state is JournalState.FAILED else "")
+            for p in points
+            if p.state is not JournalState.POSTED
+        ]
         close = services.store_days.find_day_close(store, business_day)
         rec = reconcile_store_day(
             store_id=store,
@@ -168,6 +178,44 @@ def reconcile(
             accounts=services.config.posting.accounts,
             costs=services.config.posting.unit_costs,
             posting_notes=notes,
+            extra_journals=[
+                j for p in points if (j := journal_of_points(p, services.config.posting.accounts)) is not None
+            ],
         )
         results.append((rec, state))
     return results
+
+
+def reconcile_loyalty(services: Services) -> list[LiabilityReconciliation]:
+    """Each loyalty program's liability: the hub's ledger (brought up to date with the
+    platform's own moves first) vs the platform's outstanding points. Empty without a loyalty
+    platform."""
+    platform = services.loyalty()
+    if platform is None:
+        return []
+    book = services.loyalty_book
+    out = []
+    sagas = book.list_redemptions(limit=1_000_000)
+    for program in services.config.hub.loyalty_programs:
+        notes: list[str] = []
+        points: ProgramPoints | None = None
+        try:
+            read_statement(program, loyalty=platform, book=book, now=datetime.now(UTC))
+            points = platform.outstanding(program)
+            # an expiry the platform settled while it was being read comes in now
+            read_statement(program, loyalty=platform, book=book, now=datetime.now(UTC))
+        except DownstreamUnavailableError as exc:
+            notes.append(f"loyalty platform away: {exc}")
+        except DownstreamRejectedError as exc:
+            notes.append(f"loyalty platform refused: {exc.reason}")
+        out.append(
+            reconcile_liability(
+                program,
+                moves=book.points_by_kind().get(program, {}),
+                platform=points,
+                sagas=[s for s in sagas if s.program == program],
+                accounting=services.config.posting.accounts.loyalty,
+                notes=notes,
+            )
+        )
+    return out

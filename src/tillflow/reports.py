@@ -1,7 +1,9 @@
 """Reconciliation reports: a terminal table, a CSV of every compared figure, one HTML file.
 
-Pure string functions over `StoreDayReconciliation`s. Differences read hub − Z for registers and
-tenders, ERP − hub for accounts. The ERP is compared per account only: tender kinds and tax
+Pure string functions over `StoreDayReconciliation`s (and the loyalty liability's
+`LiabilityReconciliation`s, after the store-days). Differences read hub − Z for registers and
+tenders, ERP − hub for accounts, platform − hub for loyalty points (in the CSV, a loyalty row's
+`erp` column holds the loyalty platform's figure). The ERP is compared per account only: tender kinds and tax
 codes that share an account (gift card and store credit, every tax code on the default account)
 are compared there together.
 """
@@ -15,6 +17,7 @@ from decimal import Decimal
 from html import escape
 from typing import NamedTuple
 
+from tillflow.flows.liability import LiabilityReconciliation
 from tillflow.flows.reconciliation import (
     RegisterComparison,
     StoreDayReconciliation,
@@ -50,16 +53,20 @@ class _Section(NamedTuple):
 
 # columns of counts and amounts: right-aligned
 _COUNTS = ("Z count", "hub count", "Z last seq", "hub last seq", "missing", "unknown")
-_NUMERIC = frozenset((*_COUNTS, "Z", "hub", "ERP", "difference", "hub tax"))
+_LOYALTY_NUMERIC = ("hub points", "platform points", "held", "liability", "platform")
+_NUMERIC = frozenset((*_COUNTS, "Z", "hub", "ERP", "difference", "hub tax", *_LOYALTY_NUMERIC))
 
 
 # --- plain text -----------------------------------------------------------------------------------
 
 
-def render_table(recs: Sequence[StoreDayReconciliation]) -> str:
-    """An aligned plain-text report: one block per store-day, its sections and its differences."""
+def render_table(
+    recs: Sequence[StoreDayReconciliation], liabilities: Sequence[LiabilityReconciliation] = ()
+) -> str:
+    """An aligned plain-text report: one block per store-day, its sections and its differences;
+    then the loyalty liability."""
     if not recs:
-        return "No store-days to reconcile.\n"
+        return "No store-days to reconcile.\n" + _liability_text(liabilities)
     matched = sum(rec.matched for rec in recs)
     out = [f"Reconciliation: {len(recs)} store-days, {matched} matched, {len(recs) - matched} mismatched", ""]
     for rec in recs:
@@ -71,7 +78,60 @@ def render_table(recs: Sequence[StoreDayReconciliation]) -> str:
         else:
             out.append("No differences.")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out) + _liability_text(liabilities)
+
+
+def _liability_text(recs: Sequence[LiabilityReconciliation]) -> str:
+    out: list[str] = []
+    for section in _liability_sections(recs):
+        out += [section.caption, f"  {section.note}", *_aligned(section.header, section.rows), ""]
+    for rec in recs:
+        out += [f"  - {rec.program}: {line}" for line in (*rec.differences, *rec.conflicts, *rec.notes)]
+    return "\n".join(out) + ("\n" if out else "")
+
+
+LIABILITY_NOTE = (
+    "Outstanding points: the hub's ledger (its own moves and the platform's bonuses and expiries)"
+    " vs what the platform's members hold; carried at point value x (1 - breakage)."
+)
+
+
+def _liability_sections(recs: Sequence[LiabilityReconciliation]) -> Iterator[_Section]:
+    if not recs:
+        return
+    as_of = next((r.as_of.isoformat(timespec="seconds") for r in recs if r.as_of is not None), "-")
+    yield _Section(
+        f"Loyalty liability (as of {as_of})",
+        LIABILITY_NOTE,
+        ("program", "hub points", "platform points", "difference", "held", "liability", "platform", "status"),
+        [
+            (
+                r.program,
+                str(r.hub_points),
+                _opt(r.platform_points),
+                "" if r.difference is None else f"{r.difference:+d}",
+                _opt(r.held),
+                _opt_amt(r.liability, r.currency),
+                _opt_amt(r.platform_liability, r.currency),
+                r.status,
+            )
+            for r in recs
+        ],
+    )
+    yield _Section(
+        "Loyalty moves and redemptions",
+        "The hub's ledger by kind of move, and its redemption sagas by state.",
+        ("program", "moves", "redemptions", "conflicts"),
+        [
+            (
+                r.program,
+                ", ".join(f"{kind} {points:+d}" for kind, points in r.moves if points),
+                ", ".join(f"{state} {n}" for state, n in r.sagas if n) or "none",
+                str(len(r.conflicts)),
+            )
+            for r in recs
+        ],
+    )
 
 
 def _title(rec: StoreDayReconciliation) -> str:
@@ -190,16 +250,62 @@ def _int(value: int | None) -> str:
 # --- CSV ------------------------------------------------------------------------------------------
 
 
-def render_csv(recs: Sequence[StoreDayReconciliation]) -> str:
+def render_csv(
+    recs: Sequence[StoreDayReconciliation], liabilities: Sequence[LiabilityReconciliation] = ()
+) -> str:
     """One row per compared figure (and per missing or unknown transaction, tax code, posting
-    note), with a header; `status` is matched, mismatched or info (not compared)."""
+    note), with a header; `status` is matched, mismatched or info (not compared). Loyalty rows
+    have no store and the platform's clock's day."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for rec in recs:
         for row in _csv_rows(rec):
             writer.writerow((rec.store_id, rec.business_day.isoformat(), *row))
+    for liability in liabilities:
+        day = "" if liability.as_of is None else liability.as_of.date().isoformat()
+        for row in _liability_rows(liability):
+            writer.writerow(("", day, *row))
     return buffer.getvalue()
+
+
+def _liability_rows(rec: LiabilityReconciliation) -> Iterator[tuple[str, ...]]:
+    diff = "" if rec.difference is None else str(rec.difference)
+    yield (
+        "loyalty",
+        f"{rec.program} points",
+        "",
+        "",
+        str(rec.hub_points),
+        _opt(rec.platform_points),
+        diff,
+        rec.status,
+    )
+    cur = rec.currency
+    value_diff = (
+        None
+        if rec.liability is None or rec.platform_liability is None
+        else rec.platform_liability - rec.liability
+    )
+    if rec.liability is not None:
+        yield (
+            "loyalty",
+            f"{rec.program} liability",
+            "",
+            "",
+            format_amount(rec.liability, cur),
+            _opt_amt(rec.platform_liability, cur),
+            _opt_amt(value_diff, cur),
+            rec.status,
+        )
+    for kind, points in rec.moves:
+        yield "loyalty_move", f"{rec.program} {kind}", "", "", str(points), "", "", "info"
+    for state, count in rec.sagas:
+        yield "loyalty_redemptions", f"{rec.program} {state}", "", "", str(count), "", "", "info"
+    for conflict in rec.conflicts:
+        yield "loyalty_conflict", conflict, "", "", "", "", "", "mismatched"
+    for note in rec.notes:
+        yield "note", note, "", "", "", "", "", "mismatched"
 
 
 def _csv_rows(rec: StoreDayReconciliation) -> Iterator[tuple[str, ...]]:
@@ -279,7 +385,12 @@ th { background: #f0f0f0; }
 """
 
 
-def render_html(recs: Sequence[StoreDayReconciliation], *, title: str) -> str:
+def render_html(
+    recs: Sequence[StoreDayReconciliation],
+    *,
+    title: str,
+    liabilities: Sequence[LiabilityReconciliation] = (),
+) -> str:
     """One self-contained HTML page (inline CSS, no scripts, nothing external): a summary of the
     store-days, status coloured, then each store-day's sections and differences."""
     out = [
@@ -319,6 +430,16 @@ def render_html(recs: Sequence[StoreDayReconciliation], *, title: str) -> str:
             out += ['<div class="caption">Missing at the hub</div>', _html_list(missing)]
         out.append('<div class="caption">Differences</div>')
         out.append(_html_list(rec.differences) if rec.differences else "<p>No differences.</p>")
+    if liabilities:
+        out.append('<h2 id="loyalty">Loyalty liability</h2>')
+        for section in _liability_sections(liabilities):
+            out.append(f'<div class="caption">{escape(section.caption)}</div>')
+            out.append(f'<p class="note">{escape(section.note)}</p>')
+            out.append(_html_table(section.header, section.rows))
+        findings = [
+            f"{r.program}: {x}" for r in liabilities for x in (*r.differences, *r.conflicts, *r.notes)
+        ]
+        out.append(_html_list(findings) if findings else "<p>No differences.</p>")
     out += ["</body>", "</html>", ""]
     return "\n".join(out)
 
@@ -331,7 +452,7 @@ def _html_table(header: _Row, rows: Sequence[_Row]) -> str:
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
-            cls = cell if header[i] == "status" and cell in ("ok", "DIFF") else ""
+            cls = cell if header[i] == "status" and cell in ("ok", "DIFF", "matched", "mismatched") else ""
             cls = "num" if header[i] in _NUMERIC else cls
             attr = f' class="{cls}"' if cls else ""
             cells.append(f"<td{attr}>{escape(cell)}</td>")

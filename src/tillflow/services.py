@@ -15,11 +15,15 @@ from tillflow.formats.records import ImportContext
 from tillflow.ports import (
     ErpSystem,
     EventLog,
+    GoodsMovementLog,
     InventoryLedger,
     KeyStore,
+    LoyaltyBook,
     LoyaltyPlatform,
     PostingLog,
+    ProductCatalog,
     StatsReader,
+    StockBook,
     StoreDays,
     TransactionStore,
 )
@@ -38,6 +42,10 @@ class Services:
     make_consumers: Callable[[Collection[str] | None], list[ConsumerRunner]]
     postings: PostingLog  # what the ERP targets answered for each posting
     store_days: StoreDays  # day closes and the merged journals of aggregated stores
+    products: ProductCatalog  # the product master
+    stock: StockBook  # positions, counts and stock alerts
+    goods_movements: GoodsMovementLog  # the store-days' goods movements sent to the ERP
+    loyalty_book: LoyaltyBook  # redemption sagas and the points ledger
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)

@@ -367,11 +367,14 @@ class TestParallelRun:
         assert gaps["account 6900 EUR"][0] != gaps["account 6900 EUR"][1]
 
 
+SEEDED = LoyaltySimSettings()
+
+
 class TestLoyaltyAccrual:
     def test_every_member_sale_earns_once_through_an_outage(
         self, tmp_path: Path, hubs: list[Hub], processes: list[Any]
     ) -> None:
-        platform = LoyaltyProcess(tmp_path / "loyalty.db", LoyaltySimSettings())
+        platform = LoyaltyProcess(tmp_path / "loyalty.db", SEEDED)
         processes.append(platform)
         hub = Hub(tmp_path, {"loyalty": {"url": platform.url}})
         hubs.append(hub)
@@ -389,9 +392,21 @@ class TestLoyaltyAccrual:
         state = platform_http.get("/admin/state").json()
         platform_http.close()
         voided = {tx.voided.transaction_id for tx in txs if tx.voided is not None}
+        returned = {
+            line.original.transaction.transaction_id
+            for tx in txs
+            for line in tx.lines
+            if line.original is not None
+        }
         earned = {tx.transaction_id for tx in members}
         assert state["accruals"] == len(earned)
-        assert (state["points_reversed"] > 0) == bool(earned & voided)
+        # points go back only for an earning sale that was voided or had goods returned
+        assert (state["points_reversed"] > 0) == bool(earned & (voided | returned))
+        ledger = hub.services.loyalty_book.points_by_kind()["default"]
+        assert (ledger["accrual"], ledger.get("reversal", 0)) == (
+            state["points_issued"] - SEEDED.seed_members * SEEDED.seed_points,  # less the welcome bonus
+            -state["points_reversed"],
+        )
         group = hub.services.event_log.read_groups()["loyalty"]
         assert (group.dead_letters, group.pending) == (0, 0)
         figures = hub.services.downstream_figures()["loyalty"]

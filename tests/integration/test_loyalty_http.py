@@ -1,6 +1,7 @@
 """`HttpLoyalty` against the reference loyalty platform started as a process: every port
-method's happy path with exact values, idempotent repeats, refusals with the platform's reason,
-injected faults, hold expiry by moving the service clock, and a stopped service.
+method's happy path with exact values (refunds, a program's outstanding points and statement
+included), idempotent repeats, refusals with the platform's reason, injected faults, hold and
+points expiry by moving the service clock, and a stopped service.
 
 The platform runs with its default rules: a point per euro, produce x2, carrier bags (sundry)
 x0, silver x1.25 and gold x1.5; members M0001..M0100 seeded with 1,000 welcome points (M0004
@@ -22,7 +23,7 @@ from tests.integration.test_sim_loyalty import LoyaltyProcess
 from tests.servers import free_port
 from tillflow.connectors.loyalty_http import HttpLoyalty
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
-from tillflow.ports import Accrual, EarningLine, HoldState, Member, PointsMove
+from tillflow.ports import Accrual, EarningLine, HoldState, LedgerEntry, Member, PointsMove, ProgramPoints
 from tillflow.sim.loyalty import LoyaltySimSettings
 
 SETTINGS = LoyaltySimSettings()  # the defaults, as a demo runs them
@@ -396,6 +397,159 @@ class TestHolds:
         assert rejected(exc) == (404, "unknown hold: hold_id: no hold H-nope")
 
 
+class TestRefunds:
+    def test_a_refund_gives_the_spent_points_back_once(self, loyalty: HttpLoyalty) -> None:
+        hold = loyalty.reserve(
+            "M0041", program="default", points=300, ttl=timedelta(minutes=5), idempotency_key=key()
+        )
+        loyalty.commit(hold.hold_id, transaction_id="T-pay-40", idempotency_key=key())
+        assert loyalty.find_member("M0041") == Member("M0041", "default", "basic", 700)
+
+        refund = loyalty.refund(hold.hold_id, transaction_id="T-void-40", idempotency_key="refund-40")
+        again = loyalty.refund(hold.hold_id, transaction_id="T-void-40", idempotency_key="refund-40")
+
+        assert (refund.member_id, refund.points, refund.balance, refund.repeated) == (
+            "M0041",
+            300,
+            1000,
+            False,
+        )
+        assert refund.entry_id
+        assert again == replace(refund, repeated=True)
+        assert loyalty.find_member("M0041") == Member("M0041", "default", "basic", 1000)
+
+    def test_a_refund_under_another_key_is_refused_naming_the_state(self, loyalty: HttpLoyalty) -> None:
+        hold = loyalty.reserve(
+            "M0042", program="default", points=10, ttl=timedelta(minutes=5), idempotency_key=key()
+        )
+        loyalty.commit(hold.hold_id, transaction_id="T-pay-41", idempotency_key=key())
+        loyalty.refund(hold.hold_id, transaction_id="T-void-41", idempotency_key=key())
+
+        with pytest.raises(DownstreamRejectedError) as exc:
+            loyalty.refund(hold.hold_id, transaction_id="T-void-41", idempotency_key=key())
+
+        assert rejected(exc) == (
+            409,
+            f"hold not committed: hold {hold.hold_id} is refunded (by transaction T-void-41):"
+            " only a committed hold can be refunded",
+        )
+        assert loyalty.find_member("M0042") == Member("M0042", "default", "basic", 1000)
+
+    def test_an_open_hold_cannot_be_refunded(self, loyalty: HttpLoyalty) -> None:
+        hold = loyalty.reserve(
+            "M0043", program="default", points=10, ttl=timedelta(minutes=5), idempotency_key=key()
+        )
+
+        with pytest.raises(DownstreamRejectedError) as exc:
+            loyalty.refund(hold.hold_id, transaction_id="T-void-42", idempotency_key=key())
+
+        assert rejected(exc) == (
+            409,
+            f"hold not committed: hold {hold.hold_id} is held: only a committed hold can be refunded",
+        )
+        assert loyalty.find_member("M0043") == Member("M0043", "default", "basic", 990, 10)
+
+    def test_an_unknown_hold_is_refused(self, loyalty: HttpLoyalty) -> None:
+        with pytest.raises(DownstreamRejectedError) as exc:
+            loyalty.refund("H-nope", transaction_id="T-void", idempotency_key=key())
+
+        assert rejected(exc) == (404, "unknown hold: hold_id: no hold H-nope")
+
+
+class TestProgramReads:
+    def test_outstanding_counts_what_members_hold_with_open_holds(self, own: LoyaltyProcess) -> None:
+        with HttpLoyalty(own.url) as loyalty, httpx.Client(base_url=own.url, timeout=30) as admin:
+            before = service_now(admin)
+            seeded = loyalty.outstanding("default")
+            after = service_now(admin)
+            loyalty.reserve(
+                "M0001", program="default", points=200, ttl=timedelta(minutes=5), idempotency_key=key()
+            )
+            spent = loyalty.reserve(
+                "M0002", program="default", points=50, ttl=timedelta(minutes=5), idempotency_key=key()
+            )
+            loyalty.commit(spent.hold_id, transaction_id="T-pay", idempotency_key=key())
+            loyalty.accrue(
+                "M0003",
+                program="default",
+                transaction_id="T-earn",
+                currency="EUR",
+                lines=euros("10.00"),
+                idempotency_key=key(),
+            )
+
+            now = loyalty.outstanding("default")
+            ledger = loyalty.statement("default", limit=10_000)
+
+        assert replace(seeded, as_of=before) == ProgramPoints("default", 100_000, 0, 100, before)
+        assert before <= seeded.as_of <= after
+        assert (now.outstanding, now.held, now.members) == (100_000 - 50 + 10, 200, 100)
+        assert now.outstanding == sum(entry.points for entry in ledger)
+
+    def test_the_statement_pages_and_filters(self, own: LoyaltyProcess) -> None:
+        with HttpLoyalty(own.url) as loyalty:
+            loyalty.accrue(
+                "M0001",
+                program="default",
+                transaction_id="T-st",
+                currency="EUR",
+                lines=euros("20.00"),
+                idempotency_key=key(),
+            )
+            loyalty.reverse(
+                "M0001", program="default", transaction_id="T-st", points=5, idempotency_key=key()
+            )
+            first = loyalty.statement("default", limit=2)
+            rest = loyalty.statement("default", after=first[-1].seq)
+            moves = loyalty.statement("default", kinds=["accrual", "reversal"])
+            beyond = loyalty.statement("default", after=moves[-1].seq)
+
+        assert [(e.seq, e.member_id, e.kind, e.points) for e in first] == [
+            (1, "M0001", "bonus", 1000),
+            (2, "M0002", "bonus", 1000),
+        ]
+        assert first[0] == LedgerEntry(1, first[0].entry_id, "M0001", "bonus", 1000, None, None, first[0].at)
+        assert first[0].at.tzinfo is not None
+        assert [e.seq for e in first + rest] == list(range(1, 103))
+        assert [(e.kind, e.member_id, e.points, e.transaction_id, e.hold_id) for e in moves] == [
+            ("accrual", "M0001", 20, "T-st", None),
+            ("reversal", "M0001", -5, "T-st", None),
+        ]
+        assert moves == rest[-2:]
+        assert beyond == []
+
+    def test_expired_points_are_in_the_statement_once_due(self, own: LoyaltyProcess) -> None:
+        with HttpLoyalty(own.url) as loyalty, httpx.Client(base_url=own.url, timeout=30) as admin:
+            before = loyalty.statement("default", kinds=["expiry"])
+            later = service_now(admin) + timedelta(days=365, seconds=1)  # the welcome points expire
+            admin.post("/admin/clock", json={"now": later.isoformat()})
+            expired = loyalty.statement("default", kinds=["expiry"], limit=500)
+            outstanding = loyalty.outstanding("default")
+
+        assert before == []
+        assert len(expired) == 100
+        assert {(e.kind, e.points) for e in expired} == {("expiry", -1000)}
+        assert (outstanding.outstanding, outstanding.held) == (0, 0)
+
+    def test_an_unknown_program_is_refused(self, loyalty: HttpLoyalty) -> None:
+        with pytest.raises(DownstreamRejectedError) as outstanding:
+            loyalty.outstanding("nope")
+        with pytest.raises(DownstreamRejectedError) as statement:
+            loyalty.statement("nope")
+
+        assert (
+            rejected(outstanding)
+            == rejected(statement)
+            == (404, "unknown program: program: no program 'nope'")
+        )
+
+    def test_a_limit_out_of_range_is_refused(self, loyalty: HttpLoyalty) -> None:
+        with pytest.raises(DownstreamRejectedError) as exc:
+            loyalty.statement("default", limit=10_001)
+
+        assert rejected(exc) == (422, "invalid limit: limit: 10001 is outside 1..10000")
+
+
 class TestTheServiceClock:
     def test_a_hold_past_its_ttl_cannot_be_committed(self, own: LoyaltyProcess) -> None:
         with HttpLoyalty(own.url) as loyalty, httpx.Client(base_url=own.url, timeout=30) as admin:
@@ -434,6 +588,32 @@ class TestFaults:
         assert exc.value.retry_after is not None
         assert 3500 <= exc.value.retry_after <= 3600
         assert "503" in str(exc.value) and "in maintenance until" in str(exc.value)
+
+    def test_an_outage_makes_refunds_and_program_reads_unavailable(
+        self, loyalty: HttpLoyalty, admin: httpx.Client
+    ) -> None:
+        hold = loyalty.reserve(
+            "M0045", program="default", points=10, ttl=timedelta(minutes=5), idempotency_key=key()
+        )
+        loyalty.commit(hold.hold_id, transaction_id="T-pay-43", idempotency_key=key())
+        until = datetime.now(UTC) + timedelta(hours=1)
+        admin.put("/admin/faults", json={"outage_until": until.isoformat()})
+
+        with pytest.raises(DownstreamUnavailableError) as refund:
+            loyalty.refund(hold.hold_id, transaction_id="T-void-43", idempotency_key="refund-43")
+        with pytest.raises(DownstreamUnavailableError) as outstanding:
+            loyalty.outstanding("default")
+        with pytest.raises(DownstreamUnavailableError) as statement:
+            loyalty.statement("default", kinds=["expiry"])
+        admin.delete("/admin/faults")
+        served = loyalty.refund(hold.hold_id, transaction_id="T-void-43", idempotency_key="refund-43")
+
+        for exc in (refund, outstanding, statement):
+            assert exc.value.system == "loyalty"
+            assert exc.value.retry_after is not None and 3500 <= exc.value.retry_after <= 3600
+            assert "503" in str(exc.value)
+        assert "/api/programs/default/entries?after=0&limit=1000&kind=expiry" in str(statement.value)
+        assert (served.points, served.balance, served.repeated) == (10, 1000, False)  # no effect before
 
     def test_throttling_is_unavailable_with_its_retry_after(
         self, loyalty: HttpLoyalty, admin: httpx.Client
@@ -492,6 +672,21 @@ class TestAStoppedService:
 
         assert f"{own.url}/api/holds/H-any/release" in str(exc.value)
         assert exc.value.retry_after is None
+
+    def test_refunds_and_program_reads_are_unavailable_naming_the_url(self, own: LoyaltyProcess) -> None:
+        own.stop()
+
+        with HttpLoyalty(own.url) as loyalty:
+            with pytest.raises(DownstreamUnavailableError) as refund:
+                loyalty.refund("H-any", transaction_id="T-void", idempotency_key=key())
+            with pytest.raises(DownstreamUnavailableError) as outstanding:
+                loyalty.outstanding("default")
+            with pytest.raises(DownstreamUnavailableError) as statement:
+                loyalty.statement("default", after=7)
+
+        assert f"{own.url}/api/holds/H-any/refund" in str(refund.value)
+        assert f"{own.url}/api/programs/default/outstanding" in str(outstanding.value)
+        assert f"{own.url}/api/programs/default/entries?after=7" in str(statement.value)
 
     def test_nothing_listening_is_unavailable(self) -> None:
         url = f"http://127.0.0.1:{free_port()}"

@@ -1,6 +1,7 @@
 """The reference loyalty platform, run as a real process on a free port with its own SQLite
-file and driven over HTTP: earning rules, reversals, holds, expiry, idempotency, restart and
-injected faults. Time-dependent behaviour moves the service clock; nothing sleeps."""
+file and driven over HTTP: earning rules, reversals, holds and refunds, expiry, a program's
+outstanding points and statement, idempotency, restart and injected faults. Time-dependent
+behaviour moves the service clock; nothing sleeps."""
 
 from __future__ import annotations
 
@@ -100,6 +101,31 @@ class Api:
 
     def set_clock(self, now: datetime) -> None:
         assert self.http.post("/admin/clock", json={"now": now.isoformat()}).status_code == 200
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.http.get("/admin/clock").json()["now"])
+
+    def spend(self, member: str, points: int, txn: str) -> str:
+        """Hold `points` and commit the hold for `txn`; the hold's id."""
+        hold_id: str = self.hold(member, points).json()["hold_id"]
+        commit = self.post(f"/api/holds/{hold_id}/commit", {"transaction_id": txn})
+        assert commit.status_code == 200, commit.text
+        return hold_id
+
+    def refund(self, hold_id: str, txn: str, *, key: str | None = None) -> httpx.Response:
+        return self.post(f"/api/holds/{hold_id}/refund", {"transaction_id": txn}, key=key)
+
+    def outstanding(self, program: str = "default") -> dict[str, Any]:
+        answer = self.http.get(f"/api/programs/{program}/outstanding")
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def entries(self, program: str = "default", **params: Any) -> dict[str, Any]:
+        answer = self.http.get(f"/api/programs/{program}/entries", params=params)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
 
 
 def euros(amount: str) -> list[dict[str, Any]]:
@@ -384,6 +410,118 @@ class TestHolds:
         assert shared.post("/api/holds/H-nope/commit", {"transaction_id": "T"}).status_code == 404
 
 
+class TestRefunds:
+    def test_a_refund_gives_the_spent_points_back(self, shared: Api) -> None:
+        shared.accrue("NEW-R1", "T-r1", euros("100.00"))
+        hold_id = shared.spend("NEW-R1", 40, "T-r1-pay")
+
+        refund = shared.refund(hold_id, "T-r1-void")
+
+        assert refund.status_code == 201
+        assert refund.json() | {"entry_id": None} == {
+            "entry_id": None,
+            "member_id": "NEW-R1",
+            "program": "default",
+            "transaction_id": "T-r1-void",
+            "points": 40,
+            "balance": 100,
+            "hold_id": hold_id,
+        }
+        assert shared.member("NEW-R1")["balance"] == 100
+        assert shared.member("NEW-R1")["lifetime_points"] == 100  # a refund earns nothing
+        assert shared.http.get(f"/api/holds/{hold_id}").json()["state"] == "refunded"
+        assert shared.ledger("NEW-R1")[-1] | {"at": None} == {
+            "entry_id": refund.json()["entry_id"],
+            "kind": "refund",
+            "points": 40,
+            "balance": 100,
+            "transaction_id": "T-r1-void",
+            "hold_id": hold_id,
+            "at": None,
+        }
+
+    def test_a_refund_repeated_under_its_key_gives_back_once(self, shared: Api) -> None:
+        shared.accrue("NEW-R2", "T-r2", euros("50.00"))
+        hold_id = shared.spend("NEW-R2", 30, "T-r2-pay")
+
+        first = shared.refund(hold_id, "T-r2-void", key="refund-r2")
+        again = shared.refund(hold_id, "T-r2-void", key="refund-r2")
+        other_key = shared.refund(hold_id, "T-r2-void")
+
+        assert (first.status_code, again.status_code) == (201, 201)
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert other_key.status_code == 409
+        assert other_key.json() | {"instance": None} == {
+            "type": "https://tillflow.dev/problems/hold-not-committed",
+            "title": "hold not committed",
+            "status": 409,
+            "detail": f"hold {hold_id} is refunded (by transaction T-r2-void):"
+            " only a committed hold can be refunded",
+            "state": "refunded",
+            "instance": None,
+        }
+        assert [e["kind"] for e in shared.ledger("NEW-R2")] == ["accrual", "redemption", "refund"]
+        assert shared.member("NEW-R2")["balance"] == 50
+
+    @pytest.mark.parametrize("state", ["held", "released"])
+    def test_only_a_committed_hold_is_refunded(self, shared: Api, state: str) -> None:
+        member = f"NEW-R3-{state}"
+        shared.accrue(member, f"T-r3-{state}", euros("20.00"))
+        hold_id = shared.hold(member, 10).json()["hold_id"]
+        if state == "released":
+            shared.post(f"/api/holds/{hold_id}/release")
+
+        refund = shared.refund(hold_id, "T-r3-void")
+
+        assert refund.status_code == 409
+        assert refund.headers["content-type"] == "application/problem+json"
+        assert refund.json()["type"].endswith("/hold-not-committed")
+        assert refund.json()["state"] == state
+        assert refund.json()["detail"] == f"hold {hold_id} is {state}: only a committed hold can be refunded"
+        assert shared.http.get(f"/api/holds/{hold_id}").json()["state"] == state
+        assert shared.member(member)["balance"] == (10 if state == "held" else 20)
+
+    def test_an_unknown_hold_is_not_found(self, shared: Api) -> None:
+        answer = shared.refund("H-nope", "T-void")
+
+        assert (answer.status_code, answer.json()["type"]) == (
+            404,
+            "https://tillflow.dev/problems/unknown-hold",
+        )
+
+    def test_a_refunded_hold_can_be_neither_released_nor_committed_again(self, shared: Api) -> None:
+        shared.accrue("NEW-R4", "T-r4", euros("10.00"))
+        hold_id = shared.spend("NEW-R4", 10, "T-r4-pay")
+        shared.refund(hold_id, "T-r4-void")
+
+        release = shared.post(f"/api/holds/{hold_id}/release")
+        commit = shared.post(f"/api/holds/{hold_id}/commit", {"transaction_id": "T-r4-pay"})
+
+        assert (release.status_code, release.json()["state"]) == (409, "refunded")
+        assert (commit.status_code, commit.json()["state"]) == (409, "refunded")
+        assert shared.member("NEW-R4")["balance"] == 10
+
+    def test_a_refund_pays_the_members_debt_first(self, shared: Api) -> None:
+        shared.accrue("NEW-RD", "T-rd-1", euros("10.00"))
+        hold_id = shared.spend("NEW-RD", 10, "T-rd-pay")
+        debt = shared.reverse("NEW-RD", "T-rd-1")  # the 10 points were spent: a debt of 10
+
+        refund = shared.refund(hold_id, "T-rd-void")
+        after = shared.accrue("NEW-RD", "T-rd-2", euros("5.00"))
+
+        assert debt.json()["balance"] == -10
+        assert (refund.json()["points"], refund.json()["balance"]) == (10, 0)  # the debt is paid
+        assert after.json()["balance"] == 5  # nothing left to pay off
+        assert [(e["kind"], e["points"], e["balance"]) for e in shared.ledger("NEW-RD")] == [
+            ("accrual", 10, 10),
+            ("redemption", -10, 0),
+            ("reversal", -10, -10),
+            ("refund", 10, 0),
+            ("accrual", 5, 5),
+        ]
+
+
 class TestTheServiceClock:
     def test_a_hold_past_its_ttl_expires_and_cannot_be_committed(self, platform: LoyaltyProcess) -> None:
         api = Api(platform.url)
@@ -447,6 +585,199 @@ class TestTheServiceClock:
             ("redemption", -8),
         ]
         assert api.member("M0001")["balance"] == 0
+
+
+def ledger_total(api: Api, program: str = "default") -> int:
+    return sum(e["points"] for e in api.entries(program, limit=10_000)["entries"])
+
+
+class TestOutstanding:
+    def test_outstanding_is_the_sum_of_the_ledger_through_every_kind_of_move(
+        self, platform: LoyaltyProcess
+    ) -> None:
+        api = Api(platform.url)
+        api.accrue("M0001", "T-o1", euros("40.00"))  # expires T0 + 30 days
+        api.accrue("M0002", "T-o2", euros("20.00"))  # expires T0 + 30 days
+        api.reverse("M0002", "T-o2", 5)
+        api.set_clock(T0 + timedelta(days=10))
+        spent = api.spend("M0001", 10, "T-o3")  # from the oldest lot
+        assert api.refund(spent, "T-o3-void").status_code == 201  # a new lot: T0 + 40 days
+        api.accrue("M0003", "T-o4", euros("8.00"))  # T0 + 40 days
+        before_hold = api.outstanding()
+        open_hold = api.hold("M0003", 3, ttl=600).json()["hold_id"]
+
+        during = api.outstanding()
+        api.set_clock(T0 + timedelta(days=30, seconds=1))
+        after_expiry = api.outstanding()
+        late_refund = api.refund(open_hold, "T-o5-void")
+
+        assert before_hold["outstanding"] == during["outstanding"] == 40 + 15 - 10 + 10 + 8 == 63
+        assert (before_hold["held"], during["held"]) == (0, 3)  # held points are still owed
+        assert during | {"as_of": None} == {
+            "program": "default",
+            "outstanding": 63,
+            "held": 3,
+            "members": 10,
+            "as_of": None,
+        }
+        assert during["as_of"].startswith("2030-01-11")
+        # 30 of M0001's first lot (10 of it was spent) and M0002's 15 expired; the rest is younger
+        assert (after_expiry["outstanding"], after_expiry["held"]) == (18, 0)
+        assert after_expiry["outstanding"] == ledger_total(api)
+        assert api.http.get("/admin/state").json()["outstanding"] == 18
+        assert (late_refund.status_code, late_refund.json()["state"]) == (409, "expired")
+
+    def test_outstanding_settles_the_expiries_that_are_due_first(self, platform: LoyaltyProcess) -> None:
+        api = Api(platform.url)
+        api.accrue("M0001", "T-due", euros("12.00"))
+        api.set_clock(T0 + timedelta(days=30, seconds=1))
+
+        outstanding = api.outstanding()  # no member was read since the clock moved
+
+        assert outstanding["outstanding"] == 0
+        assert [(e["kind"], e["points"]) for e in api.ledger("M0001")] == [("accrual", 12), ("expiry", -12)]
+
+    def test_an_unknown_program_is_not_found(self, shared: Api) -> None:
+        answer = shared.http.get("/api/programs/nope/outstanding")
+
+        assert answer.status_code == 404
+        assert answer.json()["type"].endswith("/unknown-program")
+
+
+@pytest.fixture
+def two_programs(tmp_path: Path) -> Iterator[Api]:
+    """A platform with two programs, M0001..M0003 in each with 100 welcome points; its clock is
+    left where it was when they were seeded (wall time)."""
+    settings = SETTINGS.model_copy(
+        update={"programs": ["default", "staff"], "seed_members": 3, "seed_points": 100}
+    )
+    process = LoyaltyProcess(tmp_path / "loyalty.db", settings)
+    try:
+        yield Api(process.url)
+    finally:
+        process.stop()
+
+
+class TestStatement:
+    def test_pages_by_cursor_in_ledger_order(self, two_programs: Api) -> None:
+        api = two_programs
+        for n in range(1, 4):
+            api.accrue(f"M000{n}", f"T-st-{n}", euros(f"{n}.00"))
+        api.post("/api/accruals", {**accrual("M0001", "T-st-staff", "9.00"), "program": "staff"})
+        api.reverse("M0002", "T-st-2", 1)
+
+        whole = api.entries()
+        pages, after = [], 0
+        while True:
+            page = api.entries(after=after, limit=2)
+            if not page["entries"]:
+                assert page["next"] == after
+                break
+            assert len(page["entries"]) <= 2
+            pages += page["entries"]
+            after = page["next"]
+            assert after == page["entries"][-1]["seq"]
+
+        assert pages == whole["entries"]
+        assert [(e["member_id"], e["kind"], e["points"]) for e in whole["entries"]] == [
+            ("M0001", "bonus", 100),
+            ("M0002", "bonus", 100),
+            ("M0003", "bonus", 100),
+            ("M0001", "accrual", 1),
+            ("M0002", "accrual", 2),
+            ("M0003", "accrual", 3),
+            ("M0002", "reversal", -1),
+        ]  # the staff program's entries are its own
+        assert [e["seq"] for e in whole["entries"]] == sorted(e["seq"] for e in whole["entries"])
+        assert whole["program"] == "default"
+        assert whole["next"] == whole["entries"][-1]["seq"]
+        assert [(e["kind"], e["points"]) for e in api.entries("staff")["entries"]] == [
+            ("bonus", 100),
+            ("bonus", 100),
+            ("bonus", 100),
+            ("accrual", 9),
+        ]
+        assert api.outstanding()["outstanding"] == ledger_total(api) == 305
+        assert api.outstanding("staff")["outstanding"] == ledger_total(api, "staff") == 309
+
+    def test_only_the_kinds_asked_for(self, two_programs: Api) -> None:
+        api = two_programs
+        api.accrue("M0001", "T-k1", euros("10.00"))
+        api.reverse("M0001", "T-k1", 4)
+        hold_id = api.spend("M0002", 50, "T-k2")
+        api.refund(hold_id, "T-k2-void")
+
+        moves = api.entries(kind=["reversal", "refund"])["entries"]
+        bonuses = api.entries(kind="bonus", after=1)["entries"]
+
+        assert [(e["kind"], e["member_id"], e["points"], e["transaction_id"]) for e in moves] == [
+            ("reversal", "M0001", -4, "T-k1"),
+            ("refund", "M0002", 50, "T-k2-void"),
+        ]
+        assert moves[1]["hold_id"] == hold_id
+        assert [(e["kind"], e["member_id"]) for e in bonuses] == [("bonus", "M0002"), ("bonus", "M0003")]
+
+    def test_expiries_show_once_the_clock_passes_them(self, two_programs: Api) -> None:
+        api = two_programs
+        start = api.now()  # the welcome points were given before: they expire by start + 30 days
+        api.set_clock(start + timedelta(days=10))
+        api.accrue("M0001", "T-x1", euros("7.00"))  # expires start + 40 days
+
+        before = api.entries(kind="expiry")
+        api.set_clock(start + timedelta(days=30, seconds=1))
+        first = api.entries(kind="expiry")
+        again = api.entries(kind="expiry", after=before["next"])
+        api.set_clock(start + timedelta(days=40, seconds=1))
+        later = api.entries(kind="expiry", after=first["next"])
+
+        assert (before["entries"], before["next"]) == ([], 0)
+        assert [(e["member_id"], e["points"], e["transaction_id"]) for e in first["entries"]] == [
+            ("M0001", -100, None),
+            ("M0002", -100, None),
+            ("M0003", -100, None),
+        ]
+        assert again["entries"] == first["entries"]  # settled once
+        assert [(e["member_id"], e["points"]) for e in later["entries"]] == [("M0001", -7)]
+        assert api.outstanding()["outstanding"] == ledger_total(api) == 0
+
+    @pytest.mark.parametrize(
+        ("params", "status", "detail"),
+        [
+            ({"limit": 0}, 422, "limit: 0 is outside 1..10000"),
+            ({"limit": 10_001}, 422, "limit: 10001 is outside 1..10000"),
+            ({"after": -1}, 422, "after: -1 is below 0"),
+            ({"kind": "expired"}, 422, "kind: expired is not one of"),
+            ({"limit": "many"}, 400, "query.limit"),
+        ],
+    )
+    def test_a_bad_query_is_refused(
+        self, shared: Api, params: dict[str, Any], status: int, detail: str
+    ) -> None:
+        answer = shared.http.get("/api/programs/default/entries", params=params)
+
+        assert answer.status_code == status
+        assert answer.json()["detail"].startswith(detail)
+
+    def test_an_unknown_program_is_not_found(self, shared: Api) -> None:
+        answer = shared.http.get("/api/programs/nope/entries")
+
+        assert answer.status_code == 404
+        assert answer.json()["type"].endswith("/unknown-program")
+
+    def test_the_reads_are_faulted_like_other_reads(self, platform: LoyaltyProcess) -> None:
+        api = Api(platform.url)
+        until = datetime.now(UTC) + timedelta(hours=1)
+        api.http.put("/admin/faults", json={"outage_until": until.isoformat()})
+
+        outstanding = api.http.get("/api/programs/default/outstanding")
+        entries = api.http.get("/api/programs/default/entries")
+
+        assert (outstanding.status_code, entries.status_code) == (503, 503)
+        assert outstanding.headers["retry-after"] and entries.headers["retry-after"]
+
+
+def accrual(member: str, txn: str, amount: str) -> dict[str, Any]:
+    return {"member_id": member, "transaction_id": txn, "currency": "EUR", "lines": euros(amount)}
 
 
 class TestRestart:
@@ -533,3 +864,16 @@ class TestAdminState:
             "points_reversed": 5,
         }
         assert (state["points_redeemed"], state["open_holds"], state["points_held"]) == (10, 1, 3)
+        assert (state["points_refunded"], state["outstanding"]) == (0, 25)
+
+    def test_the_summary_counts_refunds_and_what_is_outstanding(self, platform: LoyaltyProcess) -> None:
+        api = Api(platform.url)
+        api.accrue("M0001", "T-s3", euros("30.00"))
+        spent = api.spend("M0001", 12, "T-s4")
+        api.refund(spent, "T-s4-void")
+
+        state = api.http.get("/admin/state").json()
+
+        assert (state["points_redeemed"], state["points_refunded"]) == (12, 12)
+        assert (state["holds_committed"], state["holds_refunded"]) == (0, 1)
+        assert state["outstanding"] == api.outstanding()["outstanding"] == ledger_total(api) == 30

@@ -1,17 +1,25 @@
-"""The loyalty flow against a fake platform that keeps a ledger by idempotency key."""
+"""The loyalty flow against a fake platform that keeps a ledger by idempotency key (the hub's
+book is a real SQLite file), and the pure rules of what a return takes back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.builders import completed, incoming, line, post_void, sale
+from tests.builders import completed, customer_return, incoming, line, post_void, returned, sale
 from tillflow.errors import DownstreamRejectedError, FlowError
-from tillflow.flows.loyalty import accrue_points
-from tillflow.model import Customer, Transaction
-from tillflow.ports import Accrual, PointsHold, PointsMove, StoredTransaction
+from tillflow.flows.loyalty import LoyaltyOrchestrator, points_to_return, returned_value
+from tillflow.model import Customer, LoggedEvent, Transaction
+from tillflow.ports import Accrual, LoyaltyBook, PointsHold, PointsMove, StoredTransaction
+from tillflow.storage.db import create_state_engine, sqlite_url
+from tillflow.storage.loyalty import SQLLoyaltyBook
+from tillflow.storage.migrate import upgrade_schema
 
 
 class FakePlatform:
@@ -78,47 +86,69 @@ def member_sale(sequence: int, euros: str = "12.00") -> Transaction:
     return tx.model_copy(update={"customer": Customer(member_id="M0001")})
 
 
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> LoyaltyBook:
+    engine = create_state_engine(sqlite_url(tmp_path / "state.db"), sqlite_synchronous="NORMAL")
+    upgrade_schema(engine)
+    return SQLLoyaltyBook(engine)
+
+
+def accrue_points(
+    events: Sequence[LoggedEvent], *, loyalty: FakePlatform, transactions: FakeStore, book: LoyaltyBook
+) -> int:
+    flow = LoyaltyOrchestrator(
+        loyalty=loyalty,  # type: ignore[arg-type]  # only what the flow calls is faked
+        transactions=transactions,  # type: ignore[arg-type]
+        book=book,
+        clock=lambda: NOW,
+    )
+    return flow.handle(events)
+
+
 class TestAccrual:
-    def test_a_member_sale_earns_once_however_often_it_is_delivered(self) -> None:
+    def test_a_member_sale_earns_once_however_often_it_is_delivered(self, book: LoyaltyBook) -> None:
         platform, tx = FakePlatform(), member_sale(1)
         for _ in range(3):
-            accrue_points([completed(tx, 1)], loyalty=platform, transactions=FakeStore(tx))
+            accrue_points([completed(tx, 1)], loyalty=platform, transactions=FakeStore(tx), book=book)
         assert platform.earned == {tx.transaction_id: 12}
         assert len(platform.keys) == 1
 
-    def test_a_sale_without_a_member_earns_nothing(self) -> None:
+    def test_a_sale_without_a_member_earns_nothing(self, book: LoyaltyBook) -> None:
         platform, tx = FakePlatform(), sale(1, line(1))
-        assert accrue_points([completed(tx, 1)], loyalty=platform, transactions=FakeStore(tx)) == 0
+        assert accrue_points([completed(tx, 1)], loyalty=platform, transactions=FakeStore(tx), book=book) == 0
         assert platform.keys == {}
 
 
 class TestPostVoid:
-    def test_a_void_takes_back_what_the_sale_earned(self) -> None:
+    def test_a_void_takes_back_what_the_sale_earned(self, book: LoyaltyBook) -> None:
         platform, tx = FakePlatform(), member_sale(1)
         void = post_void(2, tx)
         store = FakeStore(tx, void)
-        accrue_points([completed(tx, 1), completed(void, 2)], loyalty=platform, transactions=store)
+        accrue_points([completed(tx, 1), completed(void, 2)], loyalty=platform, transactions=store, book=book)
         assert platform.earned == {tx.transaction_id: 0}
 
-    def test_a_void_that_arrives_before_its_sale_still_nets_to_nothing(self) -> None:
+    def test_a_void_that_arrives_before_its_sale_still_nets_to_nothing(self, book: LoyaltyBook) -> None:
         platform, tx = FakePlatform(), member_sale(1)
         void = post_void(2, tx)
         store = FakeStore(tx, void)  # both accepted; the void's event comes first in the log
-        accrue_points([completed(void, 1)], loyalty=platform, transactions=store)
-        accrue_points([completed(tx, 2)], loyalty=platform, transactions=store)
+        accrue_points([completed(void, 1)], loyalty=platform, transactions=store, book=book)
+        accrue_points([completed(tx, 2)], loyalty=platform, transactions=store, book=book)
         assert platform.earned == {tx.transaction_id: 0}
         assert sorted(platform.keys) == [f"accrue:{tx.transaction_id}", f"void:{void.transaction_id}"]
 
-    def test_a_void_whose_sale_has_not_arrived_waits_for_it(self) -> None:
+    def test_a_void_whose_sale_has_not_arrived_waits_for_it(self, book: LoyaltyBook) -> None:
         platform, tx = FakePlatform(), member_sale(1)
         void = post_void(2, tx)
         with pytest.raises(FlowError, match="has not arrived"):
-            accrue_points([completed(void, 1)], loyalty=platform, transactions=FakeStore(void))
+            accrue_points([completed(void, 1)], loyalty=platform, transactions=FakeStore(void), book=book)
         assert platform.keys == {}
 
 
 class TestRefusals:
-    def test_a_refused_accrual_is_raised_after_the_others_earned(self) -> None:
+    def test_a_refused_accrual_is_raised_after_the_others_earned(self, book: LoyaltyBook) -> None:
         good, bad = member_sale(1), member_sale(2)
         platform = FakePlatform(refuse={bad.transaction_id})
         with pytest.raises(DownstreamRejectedError, match="no member"):
@@ -126,5 +156,42 @@ class TestRefusals:
                 [completed(good, 1), completed(bad, 2)],
                 loyalty=platform,
                 transactions=FakeStore(good, bad),
+                book=book,
             )
         assert platform.earned == {good.transaction_id: 12}
+
+
+class TestReturnedShare:
+    def test_the_value_a_return_brings_back_per_original(self) -> None:
+        first, second = sale(1, line(1, unit_price="8.00")), sale(2, line(1, unit_price="4.00"))
+        rows = [
+            returned(i + 1, unit_price=price) | {"original": {"transaction": tx.ref, "line_no": 1}}
+            for i, (tx, price) in enumerate([(first, "3.00"), (second, "4.00"), (first, "1.50")])
+        ]
+        ret = customer_return(3, *rows)
+        assert returned_value(ret) == {
+            first.transaction_id: Decimal("4.50"),
+            second.transaction_id: Decimal("4.00"),
+        }
+
+    def test_half_the_value_takes_back_half_the_points_rounded_down(self) -> None:
+        assert points_to_return(25, Decimal("20.00"), Decimal("10.00"), 0) == 12
+        assert points_to_return(25, Decimal("20.00"), Decimal("20.00"), 12) == 13
+        assert points_to_return(25, Decimal("20.00"), Decimal("5.00"), 25) == 0
+
+    @given(
+        earned=st.integers(0, 10_000),
+        basis=st.decimals("0.01", "10000", places=2),
+        returns=st.lists(st.decimals("0.01", "10000", places=2), max_size=6),
+    )
+    def test_returns_never_take_back_more_than_was_earned(
+        self, earned: int, basis: Decimal, returns: list[Decimal]
+    ) -> None:
+        taken = 0
+        for value in returns:
+            step = points_to_return(earned, basis, value, taken)
+            assert 0 <= step <= earned - taken
+            taken += step
+        assert taken <= earned
+        if returns and returns[0] >= basis:
+            assert taken == earned  # a return of the whole sale takes back everything

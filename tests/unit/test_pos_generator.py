@@ -227,11 +227,28 @@ class TestTrafficMix:
         assert len(cards) > N / 2
         assert all(t.card is not None and len(t.card.last4) == 4 and t.card.auth_code for t in cards)
 
-    def test_members_sometimes_pay_with_loyalty_points(self, traffic: list[Transaction]) -> None:
+    def test_without_a_reservation_nobody_pays_with_points(self, traffic: list[Transaction]) -> None:
+        assert not [t for tx in traffic for t in tx.tenders if t.kind is TenderKind.LOYALTY_POINTS]
+
+    def test_members_pay_with_the_points_they_held_at_checkout(self, stores: list[Store]) -> None:
+        asked: list[tuple[str, str, int]] = []
+
+        def reserve(store_id: str, member_id: str, points: int) -> str | None:
+            asked.append((store_id, member_id, points))
+            return None if len(asked) % 3 == 0 else f"H-{len(asked)}"  # every third refused
+
+        gen = PosTrafficGenerator(
+            stores, business_day=DAY, seed=7, members=["M0001", "M0002"], reserve=reserve
+        )
+        traffic = gen.transactions(N)
+
         paid = [(tx, t) for tx in traffic for t in tx.tenders if t.kind is TenderKind.LOYALTY_POINTS]
-        assert paid
+        assert len(paid) == len(asked) - len(asked) // 3 > 0
+        assert {tx.customer.member_id for tx in traffic if tx.customer is not None} == {"M0001", "M0002"}
         for tx, tender in paid:
-            assert tx.customer is not None and tender.reference
+            assert tx.customer is not None and tender.reference is not None
+            n = int(tender.reference.removeprefix("H-"))
+            assert asked[n - 1] == (tx.store_id, tx.customer.member_id, tender.points)
             assert tender.points == int(tender.amount / minor_unit(tx.currency)) > 0
 
     def test_every_currency_of_the_demo_stores_appears(

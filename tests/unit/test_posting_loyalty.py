@@ -168,7 +168,7 @@ class TestIssueAndExpiry:
 
     def test_amounts_are_rounded_half_up_to_minor_units(self) -> None:
         def debit(count: int, value: str, breakage: str, currency: str = "EUR") -> Decimal:
-            loyalty = LoyaltyAccounting(point_value=D(value), breakage=D(breakage))
+            loyalty = LoyaltyAccounting(point_value=D(value), breakage=D(breakage), currency=currency)
             journal = points(issued=count, loyalty=loyalty, currency=currency)
             assert journal is not None
             return journal.lines[0].debit
@@ -176,6 +176,16 @@ class TestIssueAndExpiry:
         assert debit(333, "0.01", "0.15") == D("2.83")  # 333 x 0.0085 = 2.8305
         assert debit(1, "0.05", "0.5") == D("0.03")  # 0.025: half a cent up
         assert debit(5, "1", "0.5", currency="JPY") == D("3")  # 2.5 yen up
+
+    def test_a_store_trading_in_another_currency_values_points_there(self) -> None:
+        loyalty = LoyaltyAccounting(point_value=D("0.01"), breakage=D("0.2"), point_values={"JPY": D("1")})
+
+        journal = points(issued=1001, loyalty=loyalty, currency="JPY")
+
+        assert journal is not None
+        assert entries(journal) == [(DEFERRED, "debit", D("801")), (LIABILITY, "credit", D("801"))]
+        with pytest.raises(ValueError, match="currency SEK: no point value is configured"):
+            points(issued=10, loyalty=loyalty, currency="SEK")
 
     def test_accruals_reversed_swap_the_sides(self) -> None:
         journal = points(issued=-1000)

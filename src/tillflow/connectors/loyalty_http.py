@@ -1,5 +1,6 @@
 """`HttpLoyalty`: the loyalty platform port over HTTP, against the reference loyalty service's
-API (`/api/members`, `/api/accruals`, `/api/reversals`, `/api/holds`).
+API (`/api/members`, `/api/accruals`, `/api/reversals`, `/api/holds` with their commit, release
+and refund, and a program's `/api/programs/{program}/outstanding` and `/entries`).
 
 One pooled `httpx.Client` per adapter. Every write sends its `Idempotency-Key`; an answer
 marked `Idempotent-Replayed: true` comes back with `repeated=True`. Answers are translated:
@@ -20,12 +21,22 @@ import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from tillflow.connectors.http import HttpConnector, aware, problem, replayed, segment
 from tillflow.errors import DownstreamRejectedError
-from tillflow.ports import Accrual, EarningLine, HoldState, Member, PointsHold, PointsMove
+from tillflow.ports import (
+    Accrual,
+    EarningLine,
+    HoldState,
+    LedgerEntry,
+    Member,
+    PointsHold,
+    PointsMove,
+    ProgramPoints,
+)
 
 __all__ = ["HttpLoyalty"]
 
@@ -121,6 +132,34 @@ class HttpLoyalty(HttpConnector):
         path = f"/api/holds/{segment(hold_id)}/release"
         return self._hold(self.send("POST", path, json={}, idempotency_key=idempotency_key))
 
+    def refund(self, hold_id: str, *, transaction_id: str, idempotency_key: str) -> PointsMove:
+        """Give back the points a committed hold spent (`transaction_id`: the post-void's)."""
+        payload = {"transaction_id": transaction_id}
+        path = f"/api/holds/{segment(hold_id)}/refund"
+        return self._move(self.send("POST", path, json=payload, idempotency_key=idempotency_key))
+
+    def outstanding(self, program: str) -> ProgramPoints:
+        """The points the program's members hold now, expired points and holds settled."""
+        answer = self.send("GET", f"/api/programs/{segment(program)}/outstanding")
+        return self.read(
+            answer,
+            lambda body: ProgramPoints(
+                program=str(body["program"]),
+                outstanding=int(body["outstanding"]),
+                held=int(body["held"]),
+                members=int(body["members"]),
+                as_of=aware(str(body["as_of"])),
+            ),
+        )
+
+    def statement(
+        self, program: str, *, after: int = 0, limit: int = 1000, kinds: Sequence[str] = ()
+    ) -> list[LedgerEntry]:
+        """The program's ledger entries past seq `after`, in order: `limit` at most, `kinds` only."""
+        query = urlencode([("after", after), ("limit", limit), *(("kind", kind) for kind in kinds)])
+        answer = self.send("GET", f"/api/programs/{segment(program)}/entries?{query}")
+        return self.read(answer, lambda body: [_entry(entry) for entry in body["entries"]])
+
     def _move(self, answer: httpx.Response) -> PointsMove:
         return self.read(answer, lambda body: _move(body, replayed(answer)))
 
@@ -149,6 +188,19 @@ def _accrual(
         "currency": currency,
         "lines": [{"amount": format(line.amount, "f"), "category": line.category} for line in lines],
     }
+
+
+def _entry(body: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        seq=int(body["seq"]),
+        entry_id=str(body["entry_id"]),
+        member_id=str(body["member_id"]),
+        kind=str(body["kind"]),
+        points=int(body["points"]),
+        transaction_id=None if body.get("transaction_id") is None else str(body["transaction_id"]),
+        hold_id=None if body.get("hold_id") is None else str(body["hold_id"]),
+        at=aware(str(body["at"])),
+    )
 
 
 def _move(body: dict[str, Any], repeated: bool) -> PointsMove:

@@ -65,7 +65,7 @@ from tillflow.model import (
     minor_unit,
     round_to_minor,
 )
-from tillflow.model.base import Ident
+from tillflow.model.base import CurrencyCode, Ident
 from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.model.money import Dec
 from tillflow.model.transaction import TRUSTED_CONTEXT
@@ -113,7 +113,11 @@ class LoyaltyAccounting(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    point_value: Dec = Field(gt=0)  # of one point, in the currency of the transactions
+    point_value: Dec = Field(gt=0)  # of one point, in `currency` (the program's)
+    currency: CurrencyCode = "EUR"
+    # what a point is worth in the other currencies stores trade in (issued points are valued
+    # in their store's currency); a currency left out issues no IFRS 15 journal
+    point_values: dict[CurrencyCode, Dec] = Field(default_factory=dict)
     breakage: Decimal = Field(ge=0, lt=1)  # expected share of points that expire unredeemed
     deferral_account: Ident = "4300"
     breakage_account: Ident = "4310"
@@ -127,6 +131,11 @@ class LoyaltyAccounting(BaseModel):
     def carried_value(self) -> Decimal:
         """What one outstanding point is carried at in the liability: v × (1 − b)."""
         return self.point_value * (1 - self.breakage)
+
+    def carried_value_in(self, currency: str) -> Decimal | None:
+        """`carried_value` in `currency`; None when a point's value there is not configured."""
+        value = self.point_value if currency == self.currency else self.point_values.get(currency)
+        return None if value is None else value * (1 - self.breakage)
 
 
 class PostingAccounts(BaseModel):
@@ -228,10 +237,14 @@ def points_journal(
 ) -> Journal | None:
     """The IFRS 15 journal of points issued and expired (a store's day, say): the revenue
     deferred to the loyalty liability for `issued`, the breakage revenue released for
-    `expired`, each at `loyalty.carried_value` a point, rounded half up to minor units. A
-    negative count (accruals reversed by post-voids) swaps the sides. None when both are zero."""
+    `expired`, each at `loyalty.carried_value_in(currency)` a point, rounded half up to minor
+    units. A negative count (accruals reversed by returns and post-voids) swaps the sides.
+    None when both are zero."""
     if currency not in MINOR_UNITS:
         raise ValueError(f"currency {currency} is not a known ISO 4217 code")
+    carried = loyalty.carried_value_in(currency)
+    if carried is None:
+        raise ValueError(f"currency {currency}: no point value is configured (posting.accounts.loyalty)")
     liability = accounts.tender_account(TenderKind.LOYALTY_POINTS)
     dimensions = {"store": store_id}
     lines: list[JournalLine] = []
@@ -239,7 +252,7 @@ def points_journal(
         (issued, loyalty.deferral_account, liability, "loyalty points issued"),
         (expired, liability, loyalty.breakage_account, "loyalty points expired"),
     ):
-        amount = round_to_minor(points * loyalty.carried_value, currency)
+        amount = round_to_minor(points * carried, currency)
         if amount < 0:
             amount, debit, credit = -amount, credit, debit
         if amount:

@@ -3,7 +3,7 @@
 from tillflow.model.catalog import Channel, Product, Register, Store
 from tillflow.model.dayclose import DayClose, RegisterClose
 from tillflow.model.events import CloudEvent, LoggedEvent
-from tillflow.model.inventory import InventoryMovement, MovementReason
+from tillflow.model.inventory import CountLine, InventoryMovement, MovementReason, StockCount
 from tillflow.model.ledger import Journal, JournalLine
 from tillflow.model.loyalty import LoyaltyAccrual, LoyaltyRedemption
 from tillflow.model.money import MINOR_UNITS, minor_unit, round_to_minor
@@ -31,6 +31,7 @@ __all__ = [
     "CardDetails",
     "Channel",
     "CloudEvent",
+    "CountLine",
     "Customer",
     "DayClose",
     "InventoryMovement",
@@ -48,6 +49,7 @@ __all__ = [
     "Product",
     "Register",
     "RegisterClose",
+    "StockCount",
     "Store",
     "TaxLine",
     "Tender",

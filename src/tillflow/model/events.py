@@ -14,6 +14,7 @@ from tillflow.model.transaction import Transaction
 
 TRANSACTION_COMPLETED = "retail.transaction.completed.v1"
 INVENTORY_ADJUSTED = "retail.inventory.adjusted.v1"
+INVENTORY_COUNTED = "retail.inventory.counted.v1"
 LOYALTY_POINTS_ACCRUED = "loyalty.points.accrued.v1"
 ERP_JOURNAL_POSTED = "erp.journal.posted.v1"
 

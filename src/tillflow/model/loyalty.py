@@ -41,3 +41,14 @@ class LoyaltyRedemption(Canonical):
     def _in_minor_units(self) -> Self:
         check_minor_units(self.currency, value=self.value)
         return self
+
+
+class ReserveRedemption(Canonical):
+    """A till's request to hold a member's points during checkout (`POST /v1/loyalty/redemptions`);
+    the transaction that completes the checkout names the hold in its loyalty tender."""
+
+    store_id: Ident
+    member_id: Ident
+    program: Ident = "default"
+    points: int = Field(gt=0)
+    ttl_seconds: int | None = Field(default=None, ge=1)  # the hub's default when not given

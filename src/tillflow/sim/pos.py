@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
@@ -36,6 +36,8 @@ from tillflow.model import (
 __all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "demo_stores", "z_reports"]
 
 D = Decimal
+# holds a member's points at checkout: (store_id, member_id, points) -> the hold id, or None if refused
+Reserve = Callable[[str, str, int], str | None]
 ZERO, ONE = D(0), D(1)
 Row = dict[str, Any]  # a record on its way to pydantic: validated once, as a whole transaction
 
@@ -217,9 +219,19 @@ class PosTrafficGenerator:
     """Transactions of `stores` on `business_day`, round-robin over stores and their registers."""
 
     def __init__(
-        self, stores: Sequence[Store], *, business_day: date, seed: int = 0, basket_size: int | None = None
+        self,
+        stores: Sequence[Store],
+        *,
+        business_day: date,
+        seed: int = 0,
+        basket_size: int | None = None,
+        members: Sequence[str] = (),
+        reserve: Reserve | None = None,
     ) -> None:
-        """`basket_size` fixes the lines of every sale (benchmarks); by default it varies from 1 to 9."""
+        """`basket_size` fixes the lines of every sale (benchmarks); by default it varies from 1 to 9.
+        `members`: the loyalty members who shop (by default M000001..M099999). A member pays part
+        of a basket with points only after `reserve(store_id, member_id, points)` held them (the
+        hold id, or None when refused: then that part is paid in cash); without `reserve`, never."""
         if basket_size is not None and not 1 <= basket_size <= 9:
             raise ValueError("basket_size is between 1 and 9")
         self._basket_size = basket_size
@@ -229,6 +241,8 @@ class PosTrafficGenerator:
         self._day = business_day
         self._shops = [_open(store, i, business_day) for i, store in enumerate(stores, 1)]
         self._turn = 0
+        self._members = tuple(members)
+        self._reserve = reserve
 
     def catalog(self) -> list[Product]:
         """The products sold; their `tax_code` is a tax class, "standard" or "reduced"."""
@@ -296,11 +310,8 @@ class PosTrafficGenerator:
                 items.append(self._line(shop, n, _BAG))
             if n < 8 and rng.random() < 0.03:
                 items.append(self._line(shop, n + 1, _WRAP))
-        member = rng.random() < 0.4
-        head.update(
-            kind=TransactionKind.SALE,
-            customer={"member_id": f"M{rng.randrange(1, 100_000):06d}"} if member else None,
-        )
+        member = self._member() if rng.random() < 0.4 else None
+        head.update(kind=TransactionKind.SALE, customer={"member_id": member} if member else None)
         tx = self._close(shop, head, items, None, member)
         sale = _Sale(tx, [line for line in tx.lines if line.item_type is _S])
         if len(shop.sales) < _POOL:
@@ -372,7 +383,7 @@ class PosTrafficGenerator:
             self._returned(sale, line, i) for i, line in enumerate(self._rng.sample(sale.open_lines, k), 1)
         ]
         head.update(kind=TransactionKind.RETURN, customer=sale.tx.customer)
-        return self._close(shop, head, items, sale.tx, False)
+        return self._close(shop, head, items, sale.tx, None)
 
     def _exchange(self, shop: _Shop, head: Row) -> Transaction | None:
         sale = self._returnable(shop)
@@ -381,9 +392,8 @@ class PosTrafficGenerator:
         back = self._returned(sale, self._rng.choice(sale.open_lines), 1)
         swap = self._rng.choice(_BY_DEPT.get(back[0]["department"] or "", _EACH))
         head.update(kind=TransactionKind.EXCHANGE, customer=sale.tx.customer)
-        return self._close(
-            shop, head, [back, self._line(shop, 2, swap)], sale.tx, sale.tx.customer is not None
-        )
+        member = None if sale.tx.customer is None else sale.tx.customer.member_id
+        return self._close(shop, head, [back, self._line(shop, 2, swap)], sale.tx, member)
 
     def _void(self, till: _Till, head: Row) -> Transaction | None:
         live = [sale for sale in till.recent if not sale.voided and not sale.returned]
@@ -411,7 +421,7 @@ class PosTrafficGenerator:
         head: Row,
         items: list[tuple[Row, Decimal]],
         original: Transaction | None,
-        member: bool,
+        member: str | None,
     ) -> Transaction:
         """Tax, tender and total `items`, then let the model check the lot."""
         regime = shop.regime
@@ -450,19 +460,23 @@ class PosTrafficGenerator:
         )
         return Transaction.model_validate(head)
 
-    def _pay(self, shop: _Shop, grand: Decimal, member: bool) -> list[Row]:
+    def _member(self) -> str:
+        if self._members:
+            return self._members[int(self._rng.random() * len(self._members))]
+        return f"M{self._rng.randrange(1, 100_000):06d}"
+
+    def _pay(self, shop: _Shop, grand: Decimal, member: str | None) -> list[Row]:
         rng, currency = self._rng, shop.regime.currency
         q = minor_unit(currency)
         r = rng.random()
         if r < 0.15 and grand >= 2 * q:  # split: loyalty points, a gift card or some cash, the rest on a card
             part = min(max(round_to_minor(grand * rng.choice(_SHARES), currency), q), grand - q)
             first: Row = {"kind": TenderKind.CASH, "amount": part}
-            if r < 0.03 and member:  # one point is worth one minor unit
-                first.update(
-                    kind=TenderKind.LOYALTY_POINTS,
-                    points=int(part / q),
-                    reference=f"HOLD-{rng.getrandbits(32):08X}",
-                )
+            if r < 0.03 and member:  # one point is worth one minor unit, held at checkout first
+                points = int(part / q)
+                hold = None if self._reserve is None else self._reserve(shop.store.store_id, member, points)
+                if hold is not None:
+                    first.update(kind=TenderKind.LOYALTY_POINTS, points=points, reference=hold)
             elif r < 0.09:
                 first.update(kind=TenderKind.GIFT_CARD, reference=f"GC-****{rng.randrange(10_000):04d}")
             return [first, self._card(grand - part)]

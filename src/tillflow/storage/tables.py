@@ -146,6 +146,11 @@ inventory_movements = Table(
     Column("transaction_id", String(200), nullable=False),
     Column("line_no", Integer, nullable=False),
     Column("occurred_us", BigInteger, nullable=False),
+    # the store's business day it is booked on (movements recorded before 0007 have none)
+    Column("business_day", String(10), nullable=True),
+    # why it leaves the position as it is (a count already reflects it, no unit conversion)
+    Column("excluded", Text, nullable=True),
+    Column("batch_id", String(200), nullable=True, index=True),  # the ERP batch that carries it
     UniqueConstraint("transaction_id", "line_no", "reason", name="uq_movement_cause"),
 )
 Index("ix_movements_store_sku", inventory_movements.c.store_id, inventory_movements.c.sku)
@@ -277,3 +282,157 @@ journal_members = Table(
     Column("transaction_id", String(200), primary_key=True),
     Column("journal_id", String(200), nullable=False, index=True),
 )
+
+# Redemption sagas: points held on the loyalty platform during a checkout (`hold_id` is the
+# platform's), committed by the transaction that tendered them, released by a void, an
+# abandoned checkout or the TTL, refunded when the sale that spent them is post-voided.
+# `request_key` (the store and the till's Idempotency-Key) makes the reservation idempotent.
+# A step that came too late (a commit after a release) is kept in `conflict`, never dropped.
+# State: held | committed | released | expired | refunded.
+redemptions = Table(
+    "redemptions",
+    metadata,
+    Column("hold_id", String(64), primary_key=True),
+    Column("request_key", String(320), nullable=False, unique=True),
+    Column("program", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("points", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("transaction_id", String(200), nullable=True),  # the sale that committed it
+    Column("void_id", String(200), nullable=True),  # the void that released or refunded it
+    Column("reason", Text, nullable=True),  # why it was released
+    Column("conflict", Text, nullable=True),
+)
+Index("ix_redemptions_state", redemptions.c.state, redemptions.c.expires_us)
+
+# The hub's points ledger: every move of a member's points, keyed by the idempotency key of
+# the step that caused it (so a move is recorded once), with the points the platform
+# answered. Moves the hub did not cause (welcome bonus, expiry) come from the platform's
+# statement, read from the cursor kept in `loyalty_statements`. Outstanding points per
+# program = the sum; the liability is valued from it.
+points_ledger = Table(
+    "points_ledger",
+    metadata,
+    Column("entry_key", String(320), primary_key=True),
+    Column("program", String(64), nullable=False),
+    Column("member_id", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # accrual | reversal | redemption | refund | bonus | expiry
+    Column("points", Integer, nullable=False),  # signed
+    Column("transaction_id", String(200), nullable=True),
+    Column("hold_id", String(64), nullable=True),
+    Column("store_id", String(64), nullable=True),
+    Column("business_day", String(10), nullable=True),
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("journal_id", String(200), nullable=True),  # the points journal it went into
+)
+Index("ix_points_ledger_program", points_ledger.c.program, points_ledger.c.kind)
+Index("ix_points_ledger_transaction", points_ledger.c.transaction_id)
+Index("ix_points_ledger_journal", points_ledger.c.journal_id)
+
+# The IFRS 15 journals of the points a store-day's transactions issued (net of those taken
+# back): recorded with their ledger entries before they are posted, then settled like the
+# day journals. State: pending | posted | failed.
+points_journals = Table(
+    "points_journals",
+    metadata,
+    Column("journal_id", String(200), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("document_number", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("recorded_us", BigInteger, nullable=False),
+)
+Index("ix_points_journals_store_day", points_journals.c.store_id, points_journals.c.business_day)
+
+loyalty_statements = Table(
+    "loyalty_statements",
+    metadata,
+    Column("program", String(64), primary_key=True),
+    Column("after_seq", BigInteger, nullable=False),
+)
+
+# The product master: the validated Product as JSON, keyed by SKU.
+products = Table(
+    "products",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("product", Text, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+# The latest stock count applied per store and SKU: a movement that occurred before it is
+# recorded but moves the position no more (the count already reflects it).
+stock_counts = Table(
+    "stock_counts",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("sku", String(64), primary_key=True),
+    Column("count_id", String(64), nullable=False),
+    Column("counted_us", BigInteger, nullable=False),
+    Column("quantity_milli", BigInteger, nullable=False),
+    Column("applied_us", BigInteger, nullable=False),
+)
+
+# Stock alerts: negative stock (cleared when the position is back at zero or above) and units
+# with no conversion to the stock unit. `alert_key` is one open alert per store, SKU and key.
+inventory_alerts = Table(
+    "inventory_alerts",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("alert_key", String(64), nullable=False),
+    Column("store_id", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity_milli", BigInteger, nullable=False),
+    Column("uom", String(4), nullable=False),
+    Column("transaction_id", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("raised_us", BigInteger, nullable=False),
+    Column("cleared_us", BigInteger, nullable=True),
+    Column("cleared_by", String(200), nullable=True),
+)
+Index(
+    "ix_inventory_alerts_store",
+    inventory_alerts.c.store_id,
+    inventory_alerts.c.sku,
+    inventory_alerts.c.cleared_us,
+)
+Index("ix_inventory_alerts_open", inventory_alerts.c.cleared_us)
+
+# Per store-day, how many of its movements that moved stock are in no ERP batch yet.
+stock_days = Table(
+    "stock_days",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("business_day", String(10), primary_key=True),
+    Column("unbatched", Integer, nullable=False),
+)
+Index("ix_stock_days_unbatched", stock_days.c.unbatched)
+
+# The goods-movement batches sent to the ERP per store-day (`gm.<store>.<day>.<n>`), recorded
+# with their movements before they are posted. State: pending | posted | failed | empty.
+goods_batches = Table(
+    "goods_batches",
+    metadata,
+    Column("batch_id", String(200), primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("lines", Integer, nullable=False),
+    Column("movements", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("document_number", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("settled_us", BigInteger, nullable=True),
+)
+Index("ix_goods_batches_store_day", goods_batches.c.store_id, goods_batches.c.business_day)
+Index("ix_goods_batches_state", goods_batches.c.state)

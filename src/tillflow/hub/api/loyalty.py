@@ -1,5 +1,7 @@
-"""`/v1/loyalty/members/{id}`: a member's balance through the loyalty connector, cached briefly;
-while the platform is away, the last known balance, marked stale."""
+"""`/v1/loyalty`: a member's balance through the loyalty connector, cached briefly (while the
+platform is away, the last known balance, marked stale); and the redemption sagas: points held
+during checkout (`POST /v1/loyalty/redemptions`), read, and released when the checkout is
+cancelled."""
 
 from __future__ import annotations
 
@@ -8,17 +10,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from tillflow.errors import DownstreamUnavailableError
-from tillflow.hub.auth import require_key
+from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
+from tillflow.flows.loyalty import Reservation, release_points, reserve_points
+from tillflow.hub.auth import require_admin, require_key
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
-from tillflow.ports import LoyaltyPlatform, Member, Principal
+from tillflow.model.loyalty import ReserveRedemption
+from tillflow.ports import LoyaltyPlatform, Member, Principal, Redemption, RedemptionState
 
 router = APIRouter(prefix="/v1/loyalty", tags=["loyalty"])
 
@@ -104,12 +110,7 @@ async def get_member(
     try:
         found = await run_in_threadpool(balances.lookup, member_id, program)
     except DownstreamUnavailableError as exc:
-        problem = Problem(
-            503, "Loyalty platform unavailable", f"{exc}; no earlier balance of {member_id} is known",
-            type_="loyalty-unavailable",
-        )  # fmt: skip
-        problem.headers["Retry-After"] = str(int(exc.retry_after or 5))
-        raise problem from exc
+        raise _unavailable(exc, f"no earlier balance of {member_id} is known") from exc
     if found.member is None:
         raise Problem(
             404, "Unknown member", f"{member_id} is not a member of {program}", type_="unknown-member"
@@ -126,4 +127,197 @@ async def get_member(
             "stale": found.stale,
         },
         headers={"Cache-Control": "no-store"},
+    )
+
+
+def _unavailable(exc: DownstreamUnavailableError, consequence: str) -> Problem:
+    problem = Problem(
+        503, "Loyalty platform unavailable", f"{exc}; {consequence}", type_="loyalty-unavailable"
+    )
+    problem.headers["Retry-After"] = str(int(exc.retry_after or 5))
+    return problem
+
+
+def _platform(request: Request) -> LoyaltyPlatform:
+    platform: LoyaltyPlatform | None = request.app.state.services.loyalty()
+    if platform is None:
+        raise Problem(404, "No loyalty platform", "this hub has no loyalty connector", type_="not-configured")
+    return platform
+
+
+def _saga_body(saga: Redemption, point_value: Decimal | None) -> dict[str, Any]:
+    return {
+        "hold_id": saga.hold_id,
+        "store_id": saga.store_id,
+        "member_id": saga.member_id,
+        "program": saga.program,
+        "points": saga.points,
+        "value": None if point_value is None else format(saga.points * point_value, "f"),
+        "state": saga.state.value,
+        "created_at": saga.created_at.isoformat(),
+        "expires_at": saga.expires_at.isoformat(),
+        "updated_at": saga.updated_at.isoformat(),
+        "transaction_id": saga.transaction_id,
+        "void_id": saga.void_id,
+        "reason": saga.reason,
+        "conflicts": [] if saga.conflict is None else saga.conflict.split("\n"),
+    }
+
+
+def _point_value(request: Request) -> Decimal | None:
+    accounting = request.app.state.services.config.posting.accounts.loyalty
+    return None if accounting is None else accounting.point_value
+
+
+def _own_saga(request: Request, principal: Principal, hold_id: str) -> Redemption:
+    saga: Redemption | None = request.app.state.services.loyalty_book.find_redemption(hold_id)
+    if saga is None or not principal.may_act_for(saga.store_id):  # another store's hold is not shown
+        raise Problem(404, "Unknown redemption", f"no redemption {hold_id}", type_="unknown-redemption")
+    return saga
+
+
+@router.post("/redemptions", summary="Hold a member's points during checkout (a redemption saga)")
+async def post_redemption(
+    ask: ReserveRedemption, request: Request, principal: Principal = Depends(require_key)
+) -> Response:
+    """201 with the hold when new, 200 with the same hold when the `Idempotency-Key` was used
+    for this request before. The transaction that completes the checkout names `hold_id` in
+    its `loyalty_points` tender (which commits it); `.../release` gives the points back."""
+    if not principal.may_act_for(ask.store_id):
+        raise Problem(
+            403, "Store not allowed", f"this key is for store {principal.store_id}", type_="forbidden-store"
+        )
+    key = request.headers.get("idempotency-key", "").strip()
+    if not key or len(key) > 200:
+        raise Problem(
+            400,
+            "Idempotency-Key required",
+            "Idempotency-Key: a reservation needs a key of 1 to 200 characters, the same on a retry",
+            type_="idempotency-key-missing",
+        )
+    services = request.app.state.services
+    hub = services.config.hub
+    ttl = ask.ttl_seconds or hub.redemption_ttl_seconds
+    if ttl > hub.redemption_max_ttl_seconds:
+        raise Problem(
+            400,
+            "Invalid request",
+            f"ttl_seconds: {ttl} is longer than the {hub.redemption_max_ttl_seconds} seconds allowed",
+            type_="validation",
+        )
+    reservation = Reservation(
+        store_id=ask.store_id,
+        member_id=ask.member_id,
+        program=ask.program,
+        points=ask.points,
+        ttl=timedelta(seconds=ttl),
+    )
+    try:
+        saga, new = await run_in_threadpool(
+            lambda: reserve_points(
+                reservation,
+                request_key=f"{ask.store_id}:{key}",
+                loyalty=_platform(request),
+                book=services.loyalty_book,
+                now=datetime.now(UTC),
+            )
+        )
+    except DownstreamUnavailableError as exc:
+        raise _unavailable(exc, "no points were held; retry with the same Idempotency-Key") from exc
+    except DownstreamRejectedError as exc:
+        raise Problem(422, "Redemption refused", exc.reason, type_="redemption-refused") from exc
+    except ValueError as exc:
+        raise Problem(422, "Idempotency-Key reused", str(exc), type_="idempotency-key-reused") from exc
+    return json_response(_saga_body(saga, _point_value(request)), status=201 if new else 200)
+
+
+@router.get("/redemptions/{hold_id}", summary="A redemption saga: its hold and what became of it")
+async def get_redemption(
+    hold_id: str, request: Request, principal: Principal = Depends(require_key)
+) -> Response:
+    saga = await run_in_threadpool(_own_saga, request, principal, hold_id)
+    return json_response(_saga_body(saga, _point_value(request)))
+
+
+@router.post("/redemptions/{hold_id}/release", summary="Give held points back (the checkout was cancelled)")
+async def release_redemption(
+    hold_id: str, request: Request, principal: Principal = Depends(require_key)
+) -> Response:
+    """200 with the saga released (or as it already was, when released or expired before);
+    409 when a transaction already spent the points (a post-void gives them back)."""
+    saga = await run_in_threadpool(_own_saga, request, principal, hold_id)
+    if saga.state is RedemptionState.HELD:
+        try:
+            saga = await run_in_threadpool(
+                lambda: release_points(
+                    hold_id,
+                    reason="checkout cancelled at the till",
+                    loyalty=_platform(request),
+                    book=request.app.state.services.loyalty_book,
+                    now=datetime.now(UTC),
+                )
+            )
+        except DownstreamUnavailableError as exc:
+            raise _unavailable(exc, "the points are still held; retry") from exc
+        except DownstreamRejectedError as exc:
+            raise Problem(409, "Redemption not released", exc.reason, type_="redemption-spent") from exc
+    elif saga.state in (RedemptionState.COMMITTED, RedemptionState.REFUNDED):
+        raise Problem(
+            409,
+            "Redemption spent",
+            f"hold {hold_id} was spent by {saga.transaction_id}: a post-void of it gives the points back",
+            type_="redemption-spent",
+        )
+    return json_response(_saga_body(saga, _point_value(request)))
+
+
+@router.get("/redemptions", summary="Redemption sagas by state (admin)")
+async def list_redemptions(
+    request: Request,
+    state: list[RedemptionState] = Query(default=[]),
+    limit: int = Query(default=1000, ge=1, le=10_000),
+    _: Principal = Depends(require_admin),
+) -> Response:
+    book = request.app.state.services.loyalty_book
+    sagas = await run_in_threadpool(lambda: book.list_redemptions(states=state, limit=limit))
+    value = _point_value(request)
+    return json_response({"redemptions": [_saga_body(s, value) for s in sagas]})
+
+
+@router.get("/liability", summary="Each program's points liability: the hub's ledger vs the platform (admin)")
+async def get_liability(request: Request, _: Principal = Depends(require_admin)) -> Response:
+    from tillflow.flows.liability import liability_dict
+    from tillflow.reconciling import reconcile_loyalty
+
+    recs = await run_in_threadpool(reconcile_loyalty, request.app.state.services)
+    return json_response(
+        {"matched": all(r.status == "matched" for r in recs), "programs": [liability_dict(r) for r in recs]}
+    )
+
+
+@router.get("/journals", summary="The IFRS 15 journals of the points issued, per store-day (admin)")
+async def get_points_journals(request: Request, _: Principal = Depends(require_admin)) -> Response:
+    """Each journal with its state, and how many ledger moves wait for the next journal."""
+    from tillflow.flows.liability import ISSUING_KINDS
+
+    book = request.app.state.services.loyalty_book
+    journals = await run_in_threadpool(book.find_points_journals)
+    waiting = await run_in_threadpool(book.unjournaled_entries, ISSUING_KINDS)
+    return json_response(
+        {
+            "journals": [
+                {
+                    "journal_id": j.journal_id,
+                    "store_id": j.store_id,
+                    "business_day": j.business_day.isoformat(),
+                    "currency": j.currency,
+                    "points": j.points,
+                    "state": j.state.value,
+                    "document_number": j.document_number,
+                    "reason": j.reason,
+                }
+                for j in journals
+            ],
+            "unjournaled": len(waiting),
+        }
     )

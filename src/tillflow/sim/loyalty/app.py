@@ -1,5 +1,6 @@
-"""The reference loyalty platform's HTTP API (FastAPI): members, accruals, reversals, holds,
-the ledger, and the admin endpoints (faults, the service clock, summary figures).
+"""The reference loyalty platform's HTTP API (FastAPI): members, accruals, reversals, holds
+and their refunds, the member's ledger, a program's outstanding points and its ledger as a
+statement, and the admin endpoints (faults, the service clock, summary figures).
 
 Every write needs an `Idempotency-Key`: the first answer to a key, refusals included, is
 stored with the effect and replayed for a repeat (marked `Idempotent-Replayed: true`); the
@@ -19,7 +20,7 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -75,6 +76,10 @@ class CommitIn(_Request):
 
 class ReleaseIn(_Request):
     pass
+
+
+class RefundIn(_Request):
+    transaction_id: str = Field(min_length=1, max_length=128)  # the post-void's
 
 
 class ClockIn(_Request):
@@ -208,6 +213,23 @@ def create_app(db_path: Path, settings: LoyaltySimSettings | None = None) -> Fas
         )
         return _json({"program": program, **rules})
 
+    @app.get("/api/programs/{program}/outstanding")
+    def outstanding(program: str) -> Response:
+        return _json(store.run(lambda conn, now: points.outstanding(conn, settings, now, program)))
+
+    @app.get("/api/programs/{program}/entries")
+    def entries(
+        program: str, after: int = 0, limit: int = 1000, kind: list[str] = Query(default=[])
+    ) -> Response:
+        """The program's ledger past seq `after`, `limit` entries at most, of the `kind`s given."""
+        return _json(
+            store.run(
+                lambda conn, now: points.statement(
+                    conn, settings, now, program, after=after, limit=limit, kinds=kind
+                )
+            )
+        )
+
     @app.get("/api/members/{member_id}")
     def member(member_id: str, program: str = "default") -> Response:
         return _json(store.run(lambda conn, now: points.member_view(conn, settings, now, program, member_id)))
@@ -314,5 +336,12 @@ def create_app(db_path: Path, settings: LoyaltySimSettings | None = None) -> Fas
             return points.release(conn, s, now, hold_id)
 
         return await write(request, ReleaseIn, op, 200)
+
+    @app.post("/api/holds/{hold_id}/refund")
+    async def refund(hold_id: str, request: Request) -> Response:
+        def op(conn: Any, s: LoyaltySimSettings, now: datetime, p: RefundIn) -> Body:
+            return points.refund(conn, s, now, hold_id, p.transaction_id)
+
+        return await write(request, RefundIn, op, 201)
 
     return app

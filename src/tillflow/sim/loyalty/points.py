@@ -1,11 +1,18 @@
-"""The points ledger: accrual by the earning rules, reversal, holds, redemption and expiry.
+"""The points ledger: accrual by the earning rules, reversal, holds, redemption, refund and
+expiry; and the program-wide reads: outstanding points and the ledger as a statement.
 
-Points live in lots, one per accrual (or welcome bonus). Redemption and expiry consume lots
-oldest first; a reversal takes from its own transaction's lot first. Holds do not touch lots:
-they reserve part of the balance, and points an open hold needs are kept from expiring, so a
-hold that was granted can always be committed. When lots cannot cover a reversal or a
-commit (points taken back after they were spent), the shortfall is kept as a debt that later
-accruals pay off first: the balance a member sees may then be negative, as on real platforms.
+Points live in lots, one per accrual (or welcome bonus, or refund). Redemption and expiry
+consume lots oldest first; a reversal takes from its own transaction's lot first. Holds do not
+touch lots: they reserve part of the balance, and points an open hold needs are kept from
+expiring, so a hold that was granted can always be committed. When lots cannot cover a reversal
+or a commit (points taken back after they were spent), the shortfall is kept as a debt that
+later accruals pay off first: the balance a member sees may then be negative, as on real
+platforms. A committed hold can be refunded once (its sale post-voided): the points come back
+as a new lot that, like an accrual, pays the member's debt first.
+
+A program's outstanding points (every member's lots less debts, holds not subtracted) always
+equal the sum of its ledger entries: every change to lots or debts writes an entry of the same
+signed amount.
 
 Expired holds and points are settled lazily, whenever a member or hold is read or changed,
 against the service clock, so tests move the clock instead of sleeping.
@@ -24,6 +31,8 @@ from tillflow.sim.loyalty.settings import LoyaltySimSettings
 from tillflow.sim.loyalty.store import Body, Refusal, iso
 
 Conn = sqlite3.Connection
+ENTRY_KINDS = ("accrual", "bonus", "reversal", "redemption", "refund", "expiry")
+MAX_STATEMENT = 10_000  # entries in one statement page
 
 
 def seed_members(conn: Conn, settings: LoyaltySimSettings, now: datetime) -> None:
@@ -73,13 +82,7 @@ def hold_view(conn: Conn, settings: LoyaltySimSettings, now: datetime, hold_id: 
 
 def summary(conn: Conn, settings: LoyaltySimSettings, now: datetime) -> Body:
     """The figures the demo shows; every member due for settling is settled first."""
-    due = conn.execute(
-        "SELECT program, member_id FROM holds WHERE state = 'held' AND expires_at <= ?"
-        " UNION SELECT program, member_id FROM lots WHERE remaining > 0 AND expires_at <= ?",
-        (iso(now), iso(now)),
-    ).fetchall()
-    for program, member_id in due:
-        _settle(conn, program, member_id, now)
+    _settle_due(conn, now)
 
     def scalar(sql: str, *args: Any) -> int:
         return int(conn.execute(sql, args).fetchone()[0] or 0)
@@ -95,11 +98,73 @@ def summary(conn: Conn, settings: LoyaltySimSettings, now: datetime) -> Body:
         "points_redeemed": moved("redemption"),
         "points_reversed": moved("reversal"),
         "points_expired": moved("expiry"),
+        "points_refunded": scalar("SELECT SUM(points) FROM entries WHERE kind = 'refund'"),
+        "outstanding": scalar("SELECT SUM(points) FROM entries"),  # = lots less debts, all programs
         "open_holds": scalar("SELECT COUNT(*) FROM holds WHERE state = 'held'"),
         "points_held": scalar("SELECT SUM(points) FROM holds WHERE state = 'held'"),
         "holds_committed": scalar("SELECT COUNT(*) FROM holds WHERE state = 'committed'"),
+        "holds_refunded": scalar("SELECT COUNT(*) FROM holds WHERE state = 'refunded'"),
         "idempotency_keys": scalar("SELECT COUNT(*) FROM idempotency"),
     }
+
+
+def outstanding(conn: Conn, settings: LoyaltySimSettings, now: datetime, program: str) -> Body:
+    """What the program owes its members now (lots less debts, holds not subtracted), which is
+    the sum of its ledger entries; the members due for settling are settled first."""
+    _program(settings, program)
+    _settle_due(conn, now, program)
+
+    def scalar(sql: str) -> int:
+        return int(conn.execute(sql, (program,)).fetchone()[0] or 0)
+
+    lots = scalar("SELECT SUM(remaining) FROM lots WHERE program = ?")
+    debts = scalar("SELECT SUM(debt) FROM members WHERE program = ?")
+    return {
+        "program": program,
+        "outstanding": lots - debts,
+        "held": scalar("SELECT SUM(points) FROM holds WHERE program = ? AND state = 'held'"),
+        "members": scalar("SELECT COUNT(*) FROM members WHERE program = ?"),
+        "as_of": iso(now),
+    }
+
+
+def statement(
+    conn: Conn,
+    settings: LoyaltySimSettings,
+    now: datetime,
+    program: str,
+    *,
+    after: int,
+    limit: int,
+    kinds: list[str],
+) -> Body:
+    """The program's entries past seq `after`, in order, `limit` at most, of `kinds` only when
+    given; `next` is the cursor for the next page (`after` again when nothing came). The members
+    due for settling are settled first, so the expiries that are due are in it."""
+    _program(settings, program)
+    if not 1 <= limit <= MAX_STATEMENT:
+        raise Refusal(
+            422, "invalid limit", f"limit: {limit} is outside 1..{MAX_STATEMENT}", type_="invalid-request"
+        )
+    if after < 0:
+        raise Refusal(422, "invalid cursor", f"after: {after} is below 0", type_="invalid-request")
+    unknown = sorted(set(kinds) - set(ENTRY_KINDS))
+    if unknown:
+        raise Refusal(
+            422,
+            "unknown entry kind",
+            f"kind: {', '.join(unknown)} is not one of {', '.join(ENTRY_KINDS)}",
+            type_="invalid-request",
+        )
+    _settle_due(conn, now, program)
+    only = f" AND kind IN ({', '.join('?' * len(set(kinds)))})" if kinds else ""
+    rows = conn.execute(
+        "SELECT seq, entry_id, member_id, kind, points, balance, transaction_id, hold_id, at FROM entries"
+        f" WHERE program = ? AND seq > ?{only} ORDER BY seq LIMIT ?",
+        (program, after, *sorted(set(kinds)), limit),
+    ).fetchall()
+    entries = [dict(r) for r in rows]
+    return {"program": program, "entries": entries, "next": entries[-1]["seq"] if entries else after}
 
 
 # -- writes
@@ -330,13 +395,15 @@ def commit(
 
 def release(conn: Conn, settings: LoyaltySimSettings, now: datetime, hold_id: str) -> Body:
     hold = _hold(conn, settings, now, hold_id)
-    if hold["state"] == "committed":
+    if hold["state"] in ("committed", "refunded"):
+        refunded = " and refunded" if hold["state"] == "refunded" else ""
         raise Refusal(
             409,
             "hold committed",
-            f"hold {hold_id} was committed for transaction {hold['transaction_id']}: it cannot be released",
+            f"hold {hold_id} was committed for transaction {hold['transaction_id']}{refunded}:"
+            " it cannot be released",
             type_="hold-not-open",
-            state="committed",
+            state=hold["state"],
         )
     if hold["state"] == "held":
         conn.execute(
@@ -347,7 +414,69 @@ def release(conn: Conn, settings: LoyaltySimSettings, now: datetime, hold_id: st
     return body
 
 
+def refund(
+    conn: Conn, settings: LoyaltySimSettings, now: datetime, hold_id: str, transaction_id: str
+) -> Body:
+    """Give back what a committed hold spent (its sale post-voided by `transaction_id`): a new
+    lot, expiring like an accrual, that pays the member's debt first; the hold becomes refunded."""
+    hold = _hold(conn, settings, now, hold_id)
+    if hold["state"] != "committed":
+        raise Refusal(
+            409,
+            "hold not committed",
+            f"hold {hold_id} is {hold['state']}{_refunded_by(conn, hold)}:"
+            " only a committed hold can be refunded",
+            type_="hold-not-committed",
+            state=hold["state"],
+        )
+    program, member_id, points = hold["program"], hold["member_id"], hold["points"]
+    member = _find(conn, program, member_id)
+    assert member is not None
+    paid = min(member["debt"], points)
+    lot = _add_lot(conn, settings, program, member_id, transaction_id, points, now, remaining=points - paid)
+    conn.execute(
+        "UPDATE members SET debt = debt - ? WHERE program = ? AND member_id = ?", (paid, program, member_id)
+    )
+    conn.execute("UPDATE holds SET state = 'refunded' WHERE hold_id = ?", (hold_id,))
+    entry_id, balance = _entry(
+        conn, program, member_id, "refund", points, now, transaction_id, hold_id=hold_id, lot_id=lot
+    )
+    return {
+        "entry_id": entry_id,
+        "member_id": member_id,
+        "program": program,
+        "transaction_id": transaction_id,
+        "points": points,
+        "balance": balance,
+        "hold_id": hold_id,
+    }
+
+
 # -- helpers
+
+
+def _refunded_by(conn: Conn, hold: sqlite3.Row) -> str:
+    """For a refunded hold, " (by transaction T)" naming the transaction that refunded it."""
+    if hold["state"] != "refunded":
+        return ""
+    row = conn.execute(
+        "SELECT transaction_id FROM entries WHERE hold_id = ? AND kind = 'refund' ORDER BY seq DESC LIMIT 1",
+        (hold["hold_id"],),
+    ).fetchone()
+    return "" if row is None else f" (by transaction {row[0]})"
+
+
+def _settle_due(conn: Conn, now: datetime, program: str | None = None) -> None:
+    """Settle every member (of `program`, or of all) that has a hold or a lot past its time."""
+    due = conn.execute(
+        "SELECT program, member_id FROM holds WHERE state = 'held' AND expires_at <= ?1"
+        " AND (?2 IS NULL OR program = ?2)"
+        " UNION SELECT program, member_id FROM lots WHERE remaining > 0 AND expires_at <= ?1"
+        " AND (?2 IS NULL OR program = ?2)",
+        (iso(now), program),
+    ).fetchall()
+    for member_program, member_id in due:
+        _settle(conn, member_program, member_id, now)
 
 
 def _program(settings: LoyaltySimSettings, program: str) -> None:
