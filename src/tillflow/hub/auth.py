@@ -32,3 +32,11 @@ def require_admin(request: Request) -> Principal:
     if not principal.is_admin:
         raise Problem(403, "Admin key required", "this endpoint needs an admin key", type_="forbidden")
     return principal
+
+
+def require_store(principal: Principal, store_id: str) -> None:
+    """403 problem unless the key may act for `store_id` (its own store, or an admin key)."""
+    if not principal.may_act_for(store_id):
+        raise Problem(
+            403, "Store not allowed", f"this key is for store {principal.store_id}", type_="forbidden-store"
+        )

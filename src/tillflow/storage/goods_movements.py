@@ -10,32 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import Engine, Row, and_, or_, select
+from sqlalchemy import Engine, and_, or_, select
 
 from tillflow.errors import StorageError
-from tillflow.model import InventoryMovement, MovementReason, UnitOfMeasure
+from tillflow.model import InventoryMovement
 from tillflow.ports import BatchState, GoodsBatch
 from tillflow.storage.db import read_tx, write_tx
+from tillflow.storage.inventory import movement_of
 from tillflow.storage.sql import from_us, insert_rows, to_us
 from tillflow.storage.tables import day_closes, goods_batches, inventory_movements, stock_days
 
 MILLI = Decimal(1000)
 CHUNK = 2000
-
-
-def _movement(r: Row[Any]) -> InventoryMovement:
-    return InventoryMovement(
-        store_id=r.store_id,
-        sku=r.sku,
-        quantity=Decimal(r.quantity_milli) / MILLI,
-        uom=UnitOfMeasure(r.uom),
-        reason=MovementReason(r.reason),
-        transaction_id=r.transaction_id,
-        line_no=r.line_no,
-        occurred_at=from_us(r.occurred_us),
-    )
 
 
 class SQLGoodsMovementLog:
@@ -68,7 +55,7 @@ class SQLGoodsMovementLog:
             .order_by(m.c.id)
         )
         with read_tx(self.engine) as conn:
-            return [(int(r.id), _movement(r)) for r in conn.execute(query)]
+            return [(int(r.id), movement_of(r)) for r in conn.execute(query)]
 
     def record_batches(self, batches: Sequence[tuple[GoodsBatch, Sequence[int]]], *, at: datetime) -> None:
         if not batches:
@@ -122,7 +109,7 @@ class SQLGoodsMovementLog:
         m = inventory_movements
         with read_tx(self.engine) as conn:
             rows = conn.execute(select(m).where(m.c.batch_id == batch_id).order_by(m.c.id))
-            return [_movement(r) for r in rows]
+            return [movement_of(r) for r in rows]
 
     def settle_batch(
         self,

@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_
+from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, tuple_
 
 from tillflow.errors import PoisonEventError
 from tillflow.model import CloudEvent, InventoryMovement, MovementReason, UnitOfMeasure
@@ -75,18 +76,7 @@ class SQLInventoryLedger:
                 .order_by(inventory_movements.c.id)
             )
             for r in rows:
-                out[r.transaction_id].append(
-                    InventoryMovement(
-                        store_id=r.store_id,
-                        sku=r.sku,
-                        quantity=Decimal(r.quantity_milli) / MILLI,
-                        uom=UnitOfMeasure(r.uom),
-                        reason=MovementReason(r.reason),
-                        transaction_id=r.transaction_id,
-                        line_no=r.line_no,
-                        occurred_at=from_us(r.occurred_us),
-                    )
-                )
+                out[r.transaction_id].append(movement_of(r))
         return dict(out)
 
     def find_voided(self, transaction_ids: Sequence[str]) -> set[str]:
@@ -359,3 +349,17 @@ class SQLInventoryLedger:
                 )
             ).scalar_one_or_none()
         return None if milli is None else Decimal(milli) / MILLI
+
+
+def movement_of(r: Row[Any]) -> InventoryMovement:
+    """A movement as read back from its `inventory_movements` row."""
+    return InventoryMovement(
+        store_id=r.store_id,
+        sku=r.sku,
+        quantity=Decimal(r.quantity_milli) / MILLI,
+        uom=UnitOfMeasure(r.uom),
+        reason=MovementReason(r.reason),
+        transaction_id=r.transaction_id,
+        line_no=r.line_no,
+        occurred_at=from_us(r.occurred_us),
+    )

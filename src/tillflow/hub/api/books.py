@@ -10,20 +10,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from tillflow.hub.auth import require_admin, require_key
+from tillflow.hub.auth import require_admin, require_key, require_store
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import DayClose
 from tillflow.ports import DayCloseRecord, Principal, Verdict
 
 router = APIRouter(tags=["books"])
-
-
-def _for_store(principal: Principal, store_id: str) -> None:
-    if not principal.may_act_for(store_id):
-        raise Problem(
-            403, "Store not allowed", f"this key is for store {principal.store_id}", type_="forbidden-store"
-        )
 
 
 def _close_body(record: DayCloseRecord) -> dict[str, Any]:
@@ -56,7 +49,7 @@ async def post_day_close(
     """201 when kept (a corrected Z report replaces one whose day is not posted yet), 200 for
     the same report again, 409 for a different one after the day was posted. An `aggregated`
     store's day is posted once every transaction the report counts is in, or after the grace."""
-    _for_store(principal, close.store_id)
+    require_store(principal, close.store_id)
     services = request.app.state.services
     grace = timedelta(seconds=services.config.posting.day_close_grace)
     verdict = await run_in_threadpool(
@@ -87,7 +80,7 @@ async def list_day_closes(
     if store is None and not principal.is_admin:
         store = principal.store_id
     if store is not None:
-        _for_store(principal, store)
+        require_store(principal, store)
     services = request.app.state.services
     records = await run_in_threadpool(services.store_days.list_day_closes, business_day=day)
     body = [_close_body(r) for r in records if store is None or r.close.store_id == store]
@@ -109,7 +102,7 @@ async def get_reconciliation(
     if store is None and not principal.is_admin:
         store = principal.store_id
     if store is not None:
-        _for_store(principal, store)
+        require_store(principal, store)
     results = await run_in_threadpool(reconcile, request.app.state.services, day, store)
     recs = [rec for rec, _ in results]
     if format == "csv":

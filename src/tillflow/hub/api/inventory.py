@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from tillflow.hub.api.transactions import read_body
-from tillflow.hub.auth import require_admin, require_key
+from tillflow.hub.auth import require_admin, require_key, require_store
 from tillflow.hub.ingest import errors_of
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
@@ -23,13 +23,6 @@ from tillflow.model.events import INVENTORY_COUNTED, CloudEvent
 from tillflow.ports import Principal, StockAlert, Verdict
 
 router = APIRouter(tags=["inventory"])
-
-
-def _for_store(principal: Principal, store_id: str) -> None:
-    if not principal.may_act_for(store_id):
-        raise Problem(
-            403, "Store not allowed", f"this key is for store {principal.store_id}", type_="forbidden-store"
-        )
 
 
 def _invalid(errors: list[dict[str, str]]) -> Problem:
@@ -73,12 +66,12 @@ async def post_count(request: Request, principal: Principal = Depends(require_ke
             raise Problem(
                 403, "Store not allowed", f"store {store!r} is not configured", type_="forbidden-store"
             )
-        _for_store(principal, store)
+        require_store(principal, store)
     try:
         count = StockCount.model_validate(doc)
     except ValidationError as exc:
         raise _invalid(errors_of(exc)) from exc
-    _for_store(principal, count.store_id)
+    require_store(principal, count.store_id)
     if count.business_day is None:
         zone = services.import_context.timezone(count.store_id)
         count = count.model_copy(update={"business_day": count.counted_at.astimezone(zone).date()})
@@ -129,7 +122,7 @@ async def list_alerts(
     if store is None and not principal.is_admin:
         store = principal.store_id
     if store is not None:
-        _for_store(principal, store)
+        require_store(principal, store)
     alerts = await run_in_threadpool(
         lambda: request.app.state.services.stock.list_alerts(store_id=store, include_cleared=all_)
     )
@@ -140,7 +133,7 @@ async def list_alerts(
 async def get_position(
     store_id: str, sku: str, request: Request, principal: Principal = Depends(require_key)
 ) -> Response:
-    _for_store(principal, store_id)
+    require_store(principal, store_id)
     quantity = await run_in_threadpool(request.app.state.services.inventory.read_position, store_id, sku)
     if quantity is None:
         raise Problem(404, "No stock record", f"{sku} never moved in {store_id}", type_="not-found")

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
 from tillflow.flows.loyalty import Reservation, release_points, reserve_points
-from tillflow.hub.auth import require_admin, require_key
+from tillflow.hub.auth import require_admin, require_key, require_store
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model.loyalty import ReserveRedemption
@@ -183,10 +183,7 @@ async def post_redemption(
     """201 with the hold when new, 200 with the same hold when the `Idempotency-Key` was used
     for this request before. The transaction that completes the checkout names `hold_id` in
     its `loyalty_points` tender (which commits it); `.../release` gives the points back."""
-    if not principal.may_act_for(ask.store_id):
-        raise Problem(
-            403, "Store not allowed", f"this key is for store {principal.store_id}", type_="forbidden-store"
-        )
+    require_store(principal, ask.store_id)
     key = request.headers.get("idempotency-key", "").strip()
     if not key or len(key) > 200:
         raise Problem(
