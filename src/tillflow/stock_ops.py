@@ -15,9 +15,6 @@ from typing import Annotated, Any, cast
 import typer
 
 from tillflow.errors import FormatError
-from tillflow.formats.products import ProductFormat, parse_products
-from tillflow.formats.records import Quarantined
-from tillflow.importer import QuarantineReport
 from tillflow.model import Product
 from tillflow.ops import ConfigOpt, DataDirOpt, JsonOpt, _day, emit, err, opened, out
 
@@ -48,6 +45,11 @@ def products_import(
     if not file.is_file():
         err.print(f"[red]no such file: {file}[/red]")
         raise typer.Exit(EXIT_USAGE)
+    # imported here: every process of the hub starts through the command line, none needs them
+    from tillflow.formats.products import ProductFormat, parse_products
+    from tillflow.formats.records import Quarantined
+    from tillflow.importer import QuarantineReport
+
     quarantine = QuarantineReport(report)
     counts: Counter[str] = Counter()
     try:

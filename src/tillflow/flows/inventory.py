@@ -295,6 +295,7 @@ Hop = tuple[str, str, str | None]
 def _sale_movements(tx: StockView, planner: _Planner) -> tuple[int, int]:
     """Add the movements of a sale, return or exchange; returns (movements, those that moved)."""
     made = moved = 0
+    tx_id, store_id, at = tx.transaction_id, tx.store_id, tx.ended_at  # once, not per line
     for line in tx.lines:
         if planner.item_type(line.sku, line.item_type) is not ItemType.STOCK:
             continue
@@ -304,18 +305,16 @@ def _sale_movements(tx: StockView, planner: _Planner) -> tuple[int, int]:
             quantity, reason = line.quantity, MovementReason.RETURN
         else:
             continue  # damaged goods do not go back on the shelf
-        quantity, uom, why = planner.in_stock_unit(
-            tx.store_id, line.sku, quantity, line.uom, tx.transaction_id, tx.ended_at
-        )
+        quantity, uom, why = planner.in_stock_unit(store_id, line.sku, quantity, line.uom, tx_id, at)
         movement = InventoryMovement.model_construct(
-            store_id=tx.store_id,
+            store_id=store_id,
             sku=line.sku,
             quantity=quantity,
             uom=uom,
             reason=reason,
-            transaction_id=tx.transaction_id,
+            transaction_id=tx_id,
             line_no=line.line_no,
-            occurred_at=tx.ended_at,
+            occurred_at=at,
         )
         made += 1
         moved += planner.add(movement, tx.business_day, excluded=why)

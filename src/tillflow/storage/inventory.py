@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, or_, select, tuple_
+from sqlalchemy import Connection, Engine, Row, and_, func, or_, select
 
 from tillflow.errors import PoisonEventError
 from tillflow.model import CloudEvent, InventoryMovement, MovementReason, UnitOfMeasure
 from tillflow.ports import AlertKind, InventoryPlan, StockAlert, StockState, Verdict
 from tillflow.storage.db import lock_for_append, read_tx, write_tx
 from tillflow.storage.outbox import APPEND_LOCK, append_in
-from tillflow.storage.sql import from_us, insert_for, insert_rows, to_us
+from tillflow.storage.sql import from_us, insert_for, insert_rows, rows_by_pairs, to_us
 from tillflow.storage.tables import (
     events,
     inventory_alerts,
@@ -94,27 +94,37 @@ class SQLInventoryLedger:
         uoms: dict[tuple[str, str], str] = {}
         unbatched: dict[tuple[str, str], int] = defaultdict(int)
         excluded = dict(plan.excluded)
+        days = plan.business_days
+        iso: dict[date, str] = {}  # each day and time converted once
+        micros: dict[datetime, int] = {}
         rows = []
         for i, m in enumerate(plan.movements):
             milli = to_milli(m.quantity)
-            day = plan.business_days[i] if i < len(plan.business_days) else None
+            day = days[i] if i < len(days) else None
+            day_text = None if day is None else iso.get(day) or iso.setdefault(day, day.isoformat())
+            at = m.occurred_at
+            at_us = micros.get(at)
+            if at_us is None:
+                at_us = micros[at] = to_us(at)
+            uom = m.uom.value
             why = excluded.get(i)
             if why is None:
-                deltas[(m.store_id, m.sku)] += milli
-                uoms[(m.store_id, m.sku)] = m.uom.value
-                if day is not None:
-                    unbatched[(m.store_id, day.isoformat())] += 1
+                key = (m.store_id, m.sku)
+                deltas[key] += milli
+                uoms[key] = uom
+                if day_text is not None:
+                    unbatched[(m.store_id, day_text)] += 1
             rows.append(
                 {
                     "store_id": m.store_id,
                     "sku": m.sku,
                     "quantity_milli": milli,
-                    "uom": m.uom.value,
+                    "uom": uom,
                     "reason": m.reason.value,
                     "transaction_id": m.transaction_id,
                     "line_no": m.line_no,
-                    "occurred_us": to_us(m.occurred_at),
-                    "business_day": None if day is None else day.isoformat(),
+                    "occurred_us": at_us,
+                    "business_day": day_text,
                     "excluded": why,
                     "batch_id": None,
                 }
@@ -251,28 +261,24 @@ class SQLInventoryLedger:
         quantity: dict[tuple[str, str], Decimal] = {}
         counted: dict[tuple[str, str], tuple[str, datetime]] = {}
         alerts: dict[tuple[str, str], set[str]] = defaultdict(set)
+        pair = ("store_id", "sku")
         with read_tx(self.engine) as conn:
-            for start in range(0, len(wanted), CHUNK):
-                chunk = wanted[start : start + CHUNK]
-                for r in conn.execute(
-                    select(inventory_positions).where(
-                        tuple_(inventory_positions.c.store_id, inventory_positions.c.sku).in_(chunk)
-                    )
-                ):
-                    quantity[(r.store_id, r.sku)] = Decimal(r.quantity_milli) / MILLI
-                for r in conn.execute(
-                    select(stock_counts).where(tuple_(stock_counts.c.store_id, stock_counts.c.sku).in_(chunk))
-                ):
-                    counted[(r.store_id, r.sku)] = (r.count_id, from_us(r.counted_us))
-                for r in conn.execute(
-                    select(
-                        inventory_alerts.c.store_id, inventory_alerts.c.sku, inventory_alerts.c.alert_key
-                    ).where(
-                        tuple_(inventory_alerts.c.store_id, inventory_alerts.c.sku).in_(chunk),
-                        inventory_alerts.c.cleared_us.is_(None),
-                    )
-                ):
-                    alerts[(r.store_id, r.sku)].add(r.alert_key)
+            for store, sku, milli in rows_by_pairs(
+                conn, "SELECT store_id, sku, quantity_milli FROM inventory_positions", pair, wanted
+            ):
+                quantity[(store, sku)] = Decimal(milli) / MILLI
+            for store, sku, count_id, counted_us in rows_by_pairs(
+                conn, "SELECT store_id, sku, count_id, counted_us FROM stock_counts", pair, wanted
+            ):
+                counted[(store, sku)] = (count_id, from_us(counted_us))
+            for store, sku, key in rows_by_pairs(
+                conn,
+                "SELECT store_id, sku, alert_key FROM inventory_alerts",
+                pair,
+                wanted,
+                where="cleared_us IS NULL",
+            ):
+                alerts[(store, sku)].add(key)
         out: dict[tuple[str, str], StockState] = {}
         for key in set(quantity) | set(counted) | set(alerts):
             count_id, counted_at = counted.get(key, (None, None))
