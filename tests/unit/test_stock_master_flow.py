@@ -12,7 +12,7 @@ import pytest
 from tests.builders import OPENING, STORE, completed, customer_return, line, post_void, returned, sale
 from tests.unit.test_inventory_flow import FakeInventoryLedger
 from tillflow.flows.goods_movements import aggregate_movements, split_lines
-from tillflow.flows.inventory import FLOW, apply_inventory, plan_inventory
+from tillflow.flows.inventory import apply_inventory, plan_inventory
 from tillflow.hub.api.inventory import count_event
 from tillflow.model import (
     InventoryMovement,
@@ -310,6 +310,3 @@ class TestAggregation:
             ("B", Decimal(1), MovementReason.VOID, 3),
         ]
         assert split_lines([(i, x) for i, x in enumerate(lines)], 2)[1] == [(2, lines[2])]
-
-    def test_flow_name(self) -> None:
-        assert FLOW == "inventory"
