@@ -1,0 +1,258 @@
+"""Promotion compliance: did the till discount what the promotion calendar allowed, no more, no less?
+
+A completed transaction's price modifiers are compared with the promotions running at its store
+at the moment it ended (`ended_at`, judged in the store's wall-clock time as in
+`tillflow.flows.masterdata`). Pure: the caller passes the store, the promotions (one record per
+`promotion_id`: the current version; a later duplicate replaces an earlier one) and the product
+master.
+
+**What a promotion gives on a sold line** (amounts in the transaction's currency):
+
+- ``percent_off``: the line's extended amount × percent / 100, rounded half up to the minor unit;
+- ``amount_off``: amount × quantity, rounded to the minor unit, at most the extended amount; a
+  promotion whose amount is in another currency than the transaction's gives nothing there;
+- ``multi_buy``: floor(quantity / buy) × (buy − pay) × unit price, at most the extended amount.
+
+A line *qualifies* for a promotion running at the store when the promotion names its SKU or its
+department (the product master's department; the line's own when the SKU is not in the master),
+and, for a member-only promotion, the transaction has a customer. Promotions stack: the model
+has no exclusivity, so each qualifying promotion is expected on its own, computed on the
+extended amount. Rounding tolerance: one minor unit per line.
+
+**Deviations** (`DeviationKind`):
+
+- ``unauthorised_discount``: a line modifier that no promotion allows, grouped per line and
+  `promotion_id`: none named, an unknown promotion, one not for this store or not running at that
+  moment, one that does not target the line, a member-only one without a member, or more than the
+  promotion gives on that line (expected = what it gives, actual = what the till took).
+  A basket-level modifier is judged the same way against the whole transaction: it must name a
+  promotion running at the store that targets at least one sold line, and may give at most what
+  that promotion gives on the sold lines beyond what their own modifiers already took.
+- ``promotion_not_applied``: a line qualified for a promotion that gives it something, and the
+  modifiers naming that promotion took less than that (expected = what it gives, actual = what
+  was taken). When the till put the promotion at basket level, this is judged for the whole
+  transaction instead (line_no None).
+
+Not checked: returns and post-voids (they reverse what a sale did), the returned lines of an
+exchange; shelf prices (a line's unit price against the price list) are a separate question.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import NamedTuple
+
+from tillflow.flows.masterdata import applies_to, is_active, local_time
+from tillflow.model import (
+    LineAction,
+    Product,
+    Store,
+    Transaction,
+    TransactionKind,
+    minor_unit,
+    round_to_minor,
+)
+from tillflow.model.masterdata import Promotion, PromotionKind
+from tillflow.model.transaction import LineItem, PriceModifier
+
+__all__ = [
+    "Deviation",
+    "DeviationKind",
+    "StoreDay",
+    "check_compliance",
+    "promotion_gives",
+    "summarise",
+]
+
+ZERO = Decimal(0)
+
+
+class DeviationKind(StrEnum):
+    UNAUTHORISED_DISCOUNT = "unauthorised_discount"
+    PROMOTION_NOT_APPLIED = "promotion_not_applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Deviation:
+    """One way a transaction departs from the promotion calendar. `line_no` None: basket level."""
+
+    transaction_id: str
+    line_no: int | None
+    kind: DeviationKind
+    promotion_id: str | None
+    expected: Decimal  # what the promotions allow (unauthorised) or give (not applied)
+    actual: Decimal  # what the till took
+    detail: str
+    store_id: str
+    business_day: date
+    currency: str
+
+
+class StoreDay(NamedTuple):
+    store_id: str
+    business_day: date
+
+
+def promotion_gives(promotion: Promotion, line: LineItem, currency: str) -> Decimal:
+    """What `promotion` takes off `line` by its own rule (whether it targets the line aside)."""
+    extended = line.extended_amount
+    if promotion.kind is PromotionKind.PERCENT_OFF:
+        assert promotion.percent is not None  # the model requires it
+        return round_to_minor(extended * promotion.percent / 100, currency)
+    if promotion.kind is PromotionKind.AMOUNT_OFF:
+        assert promotion.amount is not None
+        if promotion.currency != currency:
+            return ZERO
+        return min(round_to_minor(promotion.amount * line.quantity, currency), extended)
+    assert promotion.buy is not None and promotion.pay is not None
+    bundles = int(line.quantity // promotion.buy)
+    return min(
+        round_to_minor(bundles * (promotion.buy - promotion.pay) * line.unit_price, currency), extended
+    )
+
+
+def _department(line: LineItem, products: Mapping[str, Product]) -> str | None:
+    product = products.get(line.sku)
+    if product is not None and product.department is not None:
+        return product.department
+    return line.department
+
+
+class _Judge:
+    """The promotions of one transaction at its store and moment, and why a modifier is refused."""
+
+    def __init__(self, tx: Transaction, store: Store, promotions: Sequence[Promotion]) -> None:
+        self.tx = tx
+        self.store = store
+        self.local: datetime = local_time(store, tx.ended_at)
+        self.by_id = {p.promotion_id: p for p in promotions}
+        self.member = tx.customer is not None
+
+    def refusal(self, promotion_id: str | None) -> str | None:
+        """Why a modifier naming `promotion_id` is refused on any line, or None."""
+        if promotion_id is None:
+            return "no promotion named"
+        promotion = self.by_id.get(promotion_id)
+        if promotion is None:
+            return f"unknown promotion {promotion_id}"
+        if not applies_to(promotion, self.store):
+            return f"promotion {promotion_id} does not run at store {self.store.store_id}"
+        if not is_active(promotion, self.local):
+            window = f"{promotion.starts:%Y-%m-%d %H:%M}–{promotion.ends:%Y-%m-%d %H:%M}"
+            return f"promotion {promotion_id} runs {window}, not at {self.local:%Y-%m-%d %H:%M} local time"
+        if promotion.member_only and not self.member:
+            return f"promotion {promotion_id} is for members, the transaction has no customer"
+        if promotion.kind is PromotionKind.AMOUNT_OFF and promotion.currency != self.tx.currency:
+            return (
+                f"promotion {promotion_id} is in {promotion.currency}, the transaction in {self.tx.currency}"
+            )
+        return None
+
+    def running(self) -> list[Promotion]:
+        """The promotions a modifier may name: none of them is refused."""
+        return [p for p in self.by_id.values() if self.refusal(p.promotion_id) is None]
+
+
+def _sums(modifiers: Iterable[PriceModifier]) -> dict[str | None, Decimal]:
+    sums: dict[str | None, Decimal] = defaultdict(lambda: ZERO)
+    for modifier in modifiers:
+        sums[modifier.promotion_id] += modifier.amount
+    return sums
+
+
+def check_compliance(
+    tx: Transaction, store: Store, promotions: Sequence[Promotion], products: Mapping[str, Product]
+) -> list[Deviation]:
+    """The deviations of `tx` from the promotions running at `store` when it ended (module docstring)."""
+    if tx.kind in (TransactionKind.RETURN, TransactionKind.VOID):
+        return []
+    currency = tx.currency
+    quantum = minor_unit(currency)
+    judge = _Judge(tx, store, promotions)
+    running = judge.running()
+    found: list[Deviation] = []
+
+    def deviation(
+        kind: DeviationKind, line_no: int | None, pid: str | None, exp: Decimal, act: Decimal, why: str
+    ) -> None:
+        found.append(
+            Deviation(
+                tx.transaction_id, line_no, kind, pid, exp, act, why, tx.store_id, tx.business_day, currency
+            )
+        )
+
+    # expected[pid][line_no]: what each running promotion gives on each sold line it targets
+    expected: dict[str, dict[int, Decimal]] = defaultdict(dict)
+    taken: dict[str, dict[int, Decimal]] = defaultdict(dict)  # by line modifiers, capped at expected
+    sold = [line for line in tx.lines if line.action is LineAction.SALE]
+    for line in sold:
+        department = _department(line, products)
+        targeting = {
+            p.promotion_id: p
+            for p in running
+            if line.sku in p.skus or (department is not None and department in p.departments)
+        }
+        for promotion in targeting.values():
+            expected[promotion.promotion_id][line.line_no] = promotion_gives(promotion, line, currency)
+        for pid, amount in _sums(line.modifiers).items():
+            if amount == ZERO:
+                continue
+            refused = judge.refusal(pid)
+            if refused is None and pid not in targeting:
+                refused = f"promotion {pid} targets neither SKU {line.sku} nor department {department}"
+            if refused is not None:
+                deviation(DeviationKind.UNAUTHORISED_DISCOUNT, line.line_no, pid, ZERO, amount, refused)
+                continue
+            assert pid is not None  # a modifier naming no promotion is refused above
+            gives = expected[pid][line.line_no]
+            taken[pid][line.line_no] = min(amount, gives)
+            if amount > gives + quantum:
+                why = f"promotion {pid} gives {gives} on line {line.line_no}, the till took {amount}"
+                deviation(DeviationKind.UNAUTHORISED_DISCOUNT, line.line_no, pid, gives, amount, why)
+
+    at_basket = _sums(tx.modifiers)
+    for pid, amount in at_basket.items():
+        if amount == ZERO:
+            continue
+        refused = judge.refusal(pid)
+        if refused is None and pid not in expected:
+            refused = f"promotion {pid} targets no sold line of the transaction"
+        if refused is not None:
+            deviation(DeviationKind.UNAUTHORISED_DISCOUNT, None, pid, ZERO, amount, refused)
+            continue
+        assert pid is not None
+        remaining = sum((gives - taken[pid].get(n, ZERO) for n, gives in expected[pid].items()), ZERO)
+        if amount > remaining + quantum * len(expected[pid]):
+            why = f"promotion {pid} has {remaining} left to give on the basket, the till took {amount}"
+            deviation(DeviationKind.UNAUTHORISED_DISCOUNT, None, pid, remaining, amount, why)
+
+    for owed_id, lines in expected.items():
+        if owed_id in at_basket:
+            owed = sum(lines.values(), ZERO)
+            got = sum(taken[owed_id].values(), ZERO) + at_basket[owed_id]
+            if owed > ZERO and got < owed - quantum * len(lines):
+                why = f"promotion {owed_id} gives {owed} on the transaction, the till took {got}"
+                deviation(DeviationKind.PROMOTION_NOT_APPLIED, None, owed_id, owed, got, why)
+            continue
+        for line_no, gives in lines.items():
+            got = taken[owed_id].get(line_no, ZERO)
+            if gives > ZERO and got < gives - quantum:
+                why = f"promotion {owed_id} gives {gives} on line {line_no}, the till took {got}"
+                deviation(DeviationKind.PROMOTION_NOT_APPLIED, line_no, owed_id, gives, got, why)
+    return found
+
+
+def summarise(deviations: Iterable[Deviation]) -> dict[StoreDay, dict[str, int]]:
+    """Per store and business day, how many deviations of each kind (every kind, zero too)."""
+    counts: dict[StoreDay, dict[str, int]] = {}
+    for found in deviations:
+        day = StoreDay(found.store_id, found.business_day)
+        if day not in counts:
+            counts[day] = {kind.value: 0 for kind in DeviationKind}
+        counts[day][found.kind.value] += 1
+    return dict(sorted(counts.items()))
