@@ -35,6 +35,7 @@ from rich.table import Table
 
 from bench.downstream import LIMIT, aggregated_figure, downstream_figures
 from bench.formats import format_figures
+from bench.masterdata import masterdata_figures
 from tillflow.config import BusSettings
 from tillflow.demo import DemoSettings as _Settings
 from tillflow.demo import local_nats, prepare
@@ -195,13 +196,18 @@ def main() -> None:
     parser.add_argument("--bus", choices=("sqlite", "jetstream"), default="sqlite")
     parser.add_argument(
         "--only",
-        choices=("all", "formats", "downstream"),
+        choices=("all", "formats", "downstream", "masterdata"),
         default="all",
-        help="formats: the parsers only; downstream: posting against a throttled ERP only",
+        help="formats: the parsers only; downstream: posting against a throttled ERP only;"
+        " masterdata: store snapshots and deltas of a 100,000-item catalog only",
     )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
 
+    if args.only == "masterdata":
+        console.print("master data: 100,000 items, prices for 1,200 stores (baseline: plain SQL reads)...")
+        _report(console, "tillflow bench — master data to the stores", masterdata_figures(), "masterdata")
+        return
     console.print("format import rates on the real samples (baselines: plain lxml parse, plain csv read)...")
     format_results = format_figures()
     if args.only == "formats":
@@ -216,6 +222,8 @@ def main() -> None:
             console, "tillflow bench — ERP posting against its rate limit", downstream_results, "downstream"
         )
         return
+    console.print("master data: 100,000 items, prices for 1,200 stores (baseline: plain SQL reads)...")
+    masterdata_results = masterdata_figures()
 
     console.print(f"generating {args.transactions} transactions of {args.lines} lines...")
     work = payloads(args.stores, args.transactions, args.batch, args.lines, args.seed)
@@ -296,7 +304,7 @@ def main() -> None:
     _report(
         console,
         f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each",
-        results + format_results + downstream_results,
+        results + format_results + downstream_results + masterdata_results,
         "sqlite" if args.bus == "sqlite" else args.bus,
     )
     console.print(
@@ -305,7 +313,8 @@ def main() -> None:
         + ("; for JetStream: raw nats-py acknowledged publishes of the same payloads" if js_tps else "")
         + "; for the formats: a plain lxml parse / plain csv read of the same sample"
         + f"; for ERP posting: the ERP's own limit of {LIMIT} requests/s"
-        + "; for aggregated posting: a plain-Python sum of the same amounts, the ratio time over time)"
+        + "; for aggregated posting: a plain-Python sum of the same amounts, the ratio time over time"
+        + "; for master data: plain SQL reads of the same rows, the ratio time over time)"
     )
 
 

@@ -14,18 +14,20 @@ from tillflow.config import FlowName, TillflowConfig
 from tillflow.connectors.resilience import Resilience
 from tillflow.connectors.settings import HttpConnectorSettings
 from tillflow.errors import DownstreamUnavailableError
-from tillflow.flows import inventory, loyalty, posting
+from tillflow.flows import compliance, inventory, loyalty, posting
 from tillflow.flows.goods_movements import GoodsMovementPoster
 from tillflow.flows.liability import PointsJournalPoster
 from tillflow.flows.store_day import StoreDayPoster
 from tillflow.model import LoggedEvent
 from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
 from tillflow.services import Services
+from tillflow.storage.compliance import SQLComplianceLog
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.goods_movements import SQLGoodsMovementLog
 from tillflow.storage.inventory import SQLInventoryLedger
 from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.loyalty import SQLLoyaltyBook
+from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.migrate import upgrade_schema
 from tillflow.storage.postings import SQLPostingLog
 from tillflow.storage.products import SQLProductCatalog
@@ -73,6 +75,8 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     postings = SQLPostingLog(engine)
     store_days = SQLStoreDays(engine)
     loyalty_book = SQLLoyaltyBook(engine)
+    masterdata = SQLMasterData(engine)
+    deviations = SQLComplianceLog(engine)
     downstream = Downstream(config, postings)
     closers.insert(0, downstream.close)
 
@@ -148,7 +152,19 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
     def sweep_holds() -> int:
         return orchestrator().sweep()
 
-    flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory}
+    stores = {store.store_id: store for store in config.stores}
+
+    def check_promotions(batch: Sequence[LoggedEvent]) -> int:  # once a promotion calendar is loaded
+        return compliance.check_transactions(
+            batch,
+            stores=stores,
+            calendar=masterdata,
+            catalog=products,
+            log=deviations,
+            clock=lambda: datetime.now(UTC),
+        )
+
+    flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory, compliance.FLOW: check_promotions}
     if downstream.erp_configured:
         flows[posting.FLOW] = post_journals
     if downstream.loyalty_configured:
@@ -201,6 +217,8 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         stock=ledger,
         goods_movements=goods_movements,
         loyalty_book=loyalty_book,
+        masterdata=masterdata,
+        deviations=deviations,
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
         erp=lambda: downstream.erp,

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tillflow import ops, stock_ops
+from tillflow import masterdata_ops, ops, stock_ops
 from tillflow.config import TillflowConfig, load_config
 from tillflow.errors import TillflowError
 
@@ -24,6 +24,7 @@ app.add_typer(ops.erp_app, name="erp")
 app.add_typer(ops.postings_app, name="postings")
 app.add_typer(stock_ops.products_app, name="products")
 app.add_typer(stock_ops.inventory_app, name="inventory")
+app.add_typer(masterdata_ops.masterdata_app, name="masterdata")
 sim_app = typer.Typer(
     help="Reference downstream services (their own process and SQLite file).", no_args_is_help=True
 )

@@ -29,8 +29,9 @@ from tillflow.model import Store
 from tillflow.model.base import CurrencyCode, Ident
 from tillflow.model.money import Dec
 
-FlowName = Literal["inventory", "posting", "loyalty"]  # the flows this release runs; a typo fails at start
-WorkerFlow = Literal["relay", "inventory", "posting", "loyalty"]  # what a worker process can run
+# the flows this release runs (a typo fails at start), and what a worker process can run
+FlowName = Literal["inventory", "posting", "loyalty", "compliance"]
+WorkerFlow = Literal["relay", "inventory", "posting", "loyalty", "compliance"]
 
 
 class HubSettings(BaseModel):
@@ -49,7 +50,7 @@ class HubSettings(BaseModel):
     role: Literal["all", "api", "worker"] = "all"
     # role `all`: one worker process per group of flows, so a flow busy with a slow ERP never
     # slows another (a bulkhead); "relay" is the outbox relay to JetStream. Every flow is in one.
-    worker_flows: list[list[WorkerFlow]] = [["relay", "inventory"], ["posting", "loyalty"]]
+    worker_flows: list[list[WorkerFlow]] = [["relay", "inventory", "compliance"], ["posting", "loyalty"]]
     # a member's balance is answered from the hub's cache for this long; while the loyalty
     # platform is away, the last known balance is answered, marked stale
     member_cache_seconds: float = Field(default=30.0, gt=0)

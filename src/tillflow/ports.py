@@ -21,8 +21,10 @@ from tillflow.model import (
     Journal,
     LoggedEvent,
     Product,
+    Store,
     Transaction,
 )
+from tillflow.model.masterdata import MasterKind, Price, Promotion
 
 
 class EventLog(Protocol):
@@ -942,3 +944,131 @@ class LoyaltyBook(Protocol):
         """Record the platform's own moves read from its statement and move the cursor to
         `after`, in one commit; returns how many were new."""
         ...
+
+
+# --- master data: items, prices and promotions down to the stores -----------------------------
+
+
+class MasterOutcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"  # equal to the current record: no new version
+    WITHDRAWN = "withdrawn"
+    ABSENT = "absent"  # nothing to withdraw under that key
+
+
+# One entry of a store's delta, (version, kind, key, record): from `version` on, the record under
+# (`kind`, `key`) is `record` (canonical JSON text), or, with None, the store has none: delete it.
+# A plain tuple: a store's snapshot is hundreds of thousands of them.
+MasterEntry = tuple[int, str, str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class MasterDelta:
+    """What changed for a store in (`since`, `version`], compacted to the latest entry per key,
+    in version order. `complete` False: a limit cut it, ask again from `version`."""
+
+    store_id: str
+    since: int
+    version: int
+    complete: bool
+    entries: list[MasterEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class MasterSyncState:
+    """Which master data a store runs: the version it acknowledged, the latest version that
+    concerns it, and how many changes that concern it it has not acknowledged yet."""
+
+    store_id: str
+    acked_version: int
+    acked_at: datetime | None
+    latest_version: int
+    behind: int
+
+
+class MasterData(Protocol):
+    """Items, prices and promotions, each accepted change under a global, increasing version."""
+
+    def record_items(self, items: Sequence[Product], *, at: datetime) -> list[MasterOutcome]:
+        """Create or replace items by SKU (the last of a repeated one wins), in one commit."""
+        ...
+
+    def record_prices(self, prices: Sequence[Price], *, at: datetime) -> list[MasterOutcome]:
+        """Create or replace prices by `Price.key`, in one commit."""
+        ...
+
+    def record_promotions(self, promotions: Sequence[Promotion], *, at: datetime) -> list[MasterOutcome]:
+        """Create or replace promotions by `promotion_id`, in one commit."""
+        ...
+
+    def withdraw_records(self, kind: MasterKind, keys: Sequence[str], *, at: datetime) -> list[MasterOutcome]:
+        """Withdraw prices or promotions by key (a version each), in one commit."""
+        ...
+
+    def read_head(self) -> int:
+        """The latest version (0 before the first change)."""
+        ...
+
+    def read_delta(self, store: Store, *, since: int, limit: int | None = None) -> MasterDelta:
+        """What changed for `store` after `since` (0: its full snapshot), at most `limit` entries."""
+        ...
+
+    def find_prices(self, sku: str) -> list[Price]:
+        """Every price of a SKU (all scopes and dates), oldest version first."""
+        ...
+
+    def list_promotions(self) -> list[Promotion]:
+        """Every current promotion, oldest version first."""
+        ...
+
+    def record_ack(self, store_id: str, version: int, *, at: datetime) -> int | None:
+        """Note that a store applied up to `version`; returns its acknowledged version (it never
+        goes back), or None when `version` is beyond the latest."""
+        ...
+
+    def read_sync(self, stores: Sequence[Store]) -> list[MasterSyncState]:
+        """Per store, the version it runs and how far behind it is."""
+        ...
+
+
+# --- promotion compliance -----------------------------------------------------------------------
+
+
+class DeviationKind(StrEnum):
+    UNAUTHORISED_DISCOUNT = "unauthorised_discount"
+    PROMOTION_NOT_APPLIED = "promotion_not_applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Deviation:
+    """One way a transaction departs from the promotion calendar. `line_no` None: basket level."""
+
+    transaction_id: str
+    line_no: int | None
+    kind: DeviationKind
+    promotion_id: str | None
+    expected: Decimal  # what the promotions allow (unauthorised) or give (not applied)
+    actual: Decimal  # what the till took
+    detail: str
+    store_id: str
+    business_day: date
+    currency: str
+
+
+class PromotionCalendar(Protocol):
+    def list_promotions(self) -> list[Promotion]:
+        """Every current promotion."""
+        ...
+
+
+class ComplianceLog(Protocol):
+    """Where the hub keeps what departs from the promotion calendar."""
+
+    def record_deviations(
+        self, transaction_ids: Sequence[str], deviations: Sequence[Deviation], *, at: datetime
+    ) -> None:
+        """Replace what was recorded for these transactions with `deviations`, in one commit."""
+        ...
+
+    def find_deviations(self, business_day: date, store_id: str | None = None) -> list[Deviation]: ...

@@ -13,6 +13,7 @@ from tillflow.bus.runner import ConsumerRunner
 from tillflow.config import TillflowConfig
 from tillflow.formats.records import ImportContext
 from tillflow.ports import (
+    ComplianceLog,
     ErpSystem,
     EventLog,
     GoodsMovementLog,
@@ -20,6 +21,7 @@ from tillflow.ports import (
     KeyStore,
     LoyaltyBook,
     LoyaltyPlatform,
+    MasterData,
     PostingLog,
     ProductCatalog,
     StatsReader,
@@ -46,6 +48,8 @@ class Services:
     stock: StockBook  # positions, counts and stock alerts
     goods_movements: GoodsMovementLog  # the store-days' goods movements sent to the ERP
     loyalty_book: LoyaltyBook  # redemption sagas and the points ledger
+    masterdata: MasterData  # items, prices and promotions, versioned, and the stores' acks
+    deviations: ComplianceLog  # what departs from the promotion calendar
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)

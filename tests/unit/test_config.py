@@ -74,7 +74,7 @@ class TestLoadConfig:
         )
         services = bootstrap(load_config(path))
         try:
-            [runner] = services.consumers()
+            [runner] = services.consumers(["inventory"])
         finally:
             services.close()
         assert (runner.group, runner.batch_size, runner.policy.max_attempts) == ("inventory", 7, 2)
@@ -134,7 +134,7 @@ class TestRetryableErrors:
         )
         services = bootstrap(load_config(path))
         try:
-            [runner] = services.consumers()
+            [runner] = services.consumers(["inventory"])
         finally:
             services.close()
         assert (runner.policy.non_retryable, runner.policy.retryable) == ((KeyError,), (OverflowError,))
@@ -185,6 +185,6 @@ class TestConnectors:
             load_config(write(tmp_path, {"connectors": {"erp": erp}}))
 
     def test_every_flow_runs_in_exactly_one_worker(self, tmp_path: Path) -> None:
-        hub = {"worker_flows": [["relay", "inventory"], ["posting"]]}
+        hub = {"worker_flows": [["relay", "inventory", "compliance"], ["posting"]]}
         with pytest.raises(ConfigError, match=r"hub\.worker_flows: .*missing: \['loyalty'\]"):
             load_config(write(tmp_path, {"hub": hub}))

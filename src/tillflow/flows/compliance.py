@@ -40,16 +40,15 @@ exchange; shelf prices (a line's unit price against the price list) are a separa
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from tillflow.flows.masterdata import applies_to, is_active, local_time
 from tillflow.model import (
     LineAction,
+    LoggedEvent,
     Product,
     Store,
     Transaction,
@@ -57,40 +56,23 @@ from tillflow.model import (
     minor_unit,
     round_to_minor,
 )
+from tillflow.model.events import TRANSACTION_COMPLETED
 from tillflow.model.masterdata import Promotion, PromotionKind
-from tillflow.model.transaction import LineItem, PriceModifier
+from tillflow.model.transaction import TRUSTED_CONTEXT, LineItem, PriceModifier
+from tillflow.ports import ComplianceLog, Deviation, DeviationKind, ProductCatalog, PromotionCalendar
 
 __all__ = [
+    "FLOW",
     "Deviation",
     "DeviationKind",
     "StoreDay",
     "check_compliance",
+    "check_transactions",
     "promotion_gives",
     "summarise",
 ]
 
 ZERO = Decimal(0)
-
-
-class DeviationKind(StrEnum):
-    UNAUTHORISED_DISCOUNT = "unauthorised_discount"
-    PROMOTION_NOT_APPLIED = "promotion_not_applied"
-
-
-@dataclass(frozen=True, slots=True)
-class Deviation:
-    """One way a transaction departs from the promotion calendar. `line_no` None: basket level."""
-
-    transaction_id: str
-    line_no: int | None
-    kind: DeviationKind
-    promotion_id: str | None
-    expected: Decimal  # what the promotions allow (unauthorised) or give (not applied)
-    actual: Decimal  # what the till took
-    detail: str
-    store_id: str
-    business_day: date
-    currency: str
 
 
 class StoreDay(NamedTuple):
@@ -256,3 +238,38 @@ def summarise(deviations: Iterable[Deviation]) -> dict[StoreDay, dict[str, int]]
             counts[day] = {kind.value: 0 for kind in DeviationKind}
         counts[day][found.kind.value] += 1
     return dict(sorted(counts.items()))
+
+
+FLOW: Final = "compliance"
+JUDGED_KINDS = frozenset({TransactionKind.SALE, TransactionKind.EXCHANGE})
+
+
+def check_transactions(
+    events: Sequence[LoggedEvent],
+    *,
+    stores: Mapping[str, Store],
+    calendar: PromotionCalendar,
+    catalog: ProductCatalog,
+    log: ComplianceLog,
+    clock: Callable[[], datetime],
+) -> int:
+    """Handler of the compliance consumer group: judge the batch's sales and exchanges against
+    the promotion calendar and record what departs from it (replacing what an earlier delivery
+    recorded for the same transactions). A retailer that has loaded no promotion calendar is
+    not judged: without one, every discount would look unauthorised. Returns how many
+    deviations were found."""
+    txs = [
+        Transaction.model_validate_json(e.event.data, context=TRUSTED_CONTEXT)
+        for e in events
+        if e.event.type == TRANSACTION_COMPLETED
+    ]
+    judged = [tx for tx in txs if tx.kind in JUDGED_KINDS and tx.store_id in stores]
+    if not judged:
+        return 0
+    promotions = calendar.list_promotions()
+    if not promotions:
+        return 0
+    products = catalog.find_products(sorted({line.sku for tx in judged for line in tx.lines}))
+    found = [d for tx in judged for d in check_compliance(tx, stores[tx.store_id], promotions, products)]
+    log.record_deviations([tx.transaction_id for tx in judged], found, at=clock())
+    return len(found)

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 import tillflow
-from tillflow.hub.api import books, health, inventory, loyalty, transactions
+from tillflow.hub.api import books, health, inventory, loyalty, masterdata, transactions
 from tillflow.hub.problems import install_problem_handlers
 from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
@@ -61,7 +61,14 @@ def create_app(
 
     app.state.wake_consumers = wake_consumers
     install_problem_handlers(app)
-    for router in (transactions.router, inventory.router, books.router, loyalty.router, health.router):
+    for router in (
+        transactions.router,
+        inventory.router,
+        masterdata.router,
+        books.router,
+        loyalty.router,
+        health.router,
+    ):
         app.include_router(router)
     _publish_transaction_schema(app)
     return app

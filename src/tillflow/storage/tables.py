@@ -436,3 +436,81 @@ goods_batches = Table(
 )
 Index("ix_goods_batches_store_day", goods_batches.c.store_id, goods_batches.c.business_day)
 Index("ix_goods_batches_state", goods_batches.c.state)
+
+# Master data to the stores. Every accepted change of an item, price or promotion is one row of
+# `master_changes` under a global, increasing version (the record as canonical JSON, NULL for a
+# withdrawal); `master_targets` says which stores each change concerns, by target ("*", "store:ID",
+# "region:ID", "brand:ID") and side (1: the record before it applied there, 2: the record after
+# it applies there), so a store's delta is an index range per target. Current state: items in
+# `products`, prices and promotions below (`version`: their latest change).
+master_changes = Table(
+    "master_changes",
+    metadata,
+    Column("version", Seq, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("record_key", String(300), nullable=False),
+    Column("record", Text, nullable=True),
+    Column("changed_us", BigInteger, nullable=False),
+    Column("previous", BigInteger, nullable=True),  # the version of the key's change before
+    Column("superseded_by", BigInteger, nullable=True),  # ... and after (NULL: the current one)
+)
+Index("ix_master_changes_key", master_changes.c.kind, master_changes.c.record_key)
+
+master_targets = Table(
+    "master_targets",
+    metadata,
+    Column("target", String(140), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("sides", Integer, nullable=False),
+    sqlite_with_rowid=False,  # the (target, version) ranges are the table itself
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("price_key", String(300), primary_key=True),
+    Column("sku", String(64), nullable=False, index=True),
+    Column("region", String(64), nullable=True),
+    Column("store_id", String(64), nullable=True),
+    Column("price", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("promotion_id", String(64), primary_key=True),
+    Column("promotion", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+# The version each store acknowledged it applied (it only moves forward), and when.
+master_acks = Table(
+    "master_acks",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("acked_us", BigInteger, nullable=False),
+)
+
+# What departs from the promotion calendar, per transaction (judged again on redelivery: the
+# new findings replace the old), by store-day for the report.
+compliance_deviations = Table(
+    "compliance_deviations",
+    metadata,
+    Column("transaction_id", String(200), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("store_id", String(64), nullable=False),
+    Column("business_day", String(10), nullable=False),
+    Column("line_no", Integer, nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("promotion_id", String(64), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("expected", Text, nullable=False),
+    Column("actual", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+)
+Index("ix_compliance_deviations_day", compliance_deviations.c.business_day, compliance_deviations.c.store_id)
