@@ -164,7 +164,9 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             clock=lambda: datetime.now(UTC),
         )
 
-    flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory, compliance.FLOW: check_promotions}
+    flows: dict[FlowName, Handler] = {inventory.FLOW: apply_inventory}
+    if config.hub.promotion_compliance:
+        flows[compliance.FLOW] = check_promotions
     if downstream.erp_configured:
         flows[posting.FLOW] = post_journals
     if downstream.loyalty_configured:

@@ -50,7 +50,7 @@ class HubSettings(BaseModel):
     role: Literal["all", "api", "worker"] = "all"
     # role `all`: one worker process per group of flows, so a flow busy with a slow ERP never
     # slows another (a bulkhead); "relay" is the outbox relay to JetStream. Every flow is in one.
-    worker_flows: list[list[WorkerFlow]] = [["relay", "inventory", "compliance"], ["posting", "loyalty"]]
+    worker_flows: list[list[WorkerFlow]] = [["relay", "inventory"], ["posting", "loyalty", "compliance"]]
     # a member's balance is answered from the hub's cache for this long; while the loyalty
     # platform is away, the last known balance is answered, marked stale
     member_cache_seconds: float = Field(default=30.0, gt=0)
@@ -58,6 +58,8 @@ class HubSettings(BaseModel):
     # `redemption_max_ttl_seconds`); a hold not committed by then is released
     redemption_ttl_seconds: int = Field(default=300, ge=1)
     redemption_max_ttl_seconds: int = Field(default=3600, ge=1)
+    # judge every sale's discounts against the promotion calendar (the `compliance` flow)
+    promotion_compliance: bool = False
     # the loyalty programs whose points the hub keeps a ledger of (and reconciles)
     loyalty_programs: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
 

@@ -28,7 +28,9 @@ def invoices() -> list[Transaction]:
 
 
 def hub(tmp: Path) -> Services:
-    config = TillflowConfig.model_validate(CONFIG.model_dump() | {"hub": {"data_dir": tmp}})
+    config = TillflowConfig.model_validate(
+        CONFIG.model_dump() | {"hub": {"data_dir": tmp, "promotion_compliance": True}}
+    )
     return bootstrap(config)
 
 

@@ -185,6 +185,6 @@ class TestConnectors:
             load_config(write(tmp_path, {"connectors": {"erp": erp}}))
 
     def test_every_flow_runs_in_exactly_one_worker(self, tmp_path: Path) -> None:
-        hub = {"worker_flows": [["relay", "inventory", "compliance"], ["posting"]]}
+        hub = {"worker_flows": [["relay", "inventory"], ["posting", "compliance"]]}
         with pytest.raises(ConfigError, match=r"hub\.worker_flows: .*missing: \['loyalty'\]"):
             load_config(write(tmp_path, {"hub": hub}))
