@@ -4,13 +4,16 @@
   child worker process, so ingest and flows use separate cores. The child is restarted if
   it dies.
 - role `api`: the API only (distributed: N of these behind a load balancer).
-- role `worker`: the flow consumers only, until SIGTERM or SIGINT.
+- role `worker`: the flow consumers only, until SIGTERM or SIGINT (or, for a worker the
+  role `all` process started, until that process is gone: a hub killed with SIGKILL leaves
+  no worker behind).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +23,7 @@ from collections.abc import Collection, Sequence
 from tillflow.services import Services
 
 log = logging.getLogger(__name__)
+SUPERVISOR_PID = "TILLFLOW_SUPERVISOR_PID"  # set by the process that started this worker
 
 
 def tune_gc() -> None:
@@ -43,9 +47,13 @@ def run_worker(services: Services, flows: Collection[str] | None = None) -> None
         signal.signal(sig, lambda *_: stop.set())
     runners = services.consumers(flows)
     threads = [r.start(stop) for r in runners]
+    supervisor = os.environ.get(SUPERVISOR_PID)
     while not stop.wait(0.5):
         if not all(t.is_alive() for t in threads):
             log.error("a consumer thread stopped; exiting so the supervisor restarts the worker")
+            stop.set()
+        elif supervisor is not None and str(os.getppid()) != supervisor:
+            log.error("the hub process that started this worker is gone; exiting")
             stop.set()
     for runner in runners:
         runner.wake.set()
@@ -68,8 +76,13 @@ class WorkerSupervisor:
         self._thread = threading.Thread(target=self._watch, name="worker-supervisor", daemon=True)
 
     def start(self) -> None:
-        self.procs = [subprocess.Popen(argv) for argv in self.argvs]
+        self.procs = [self._spawn(argv) for argv in self.argvs]
         self._thread.start()
+
+    @staticmethod
+    def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+        """A worker that exits when this process is gone (even killed with SIGKILL)."""
+        return subprocess.Popen(argv, env={**os.environ, SUPERVISOR_PID: str(os.getpid())})
 
     def alive(self) -> bool:
         return all(proc is not None and proc.poll() is None for proc in self.procs)
@@ -93,7 +106,7 @@ class WorkerSupervisor:
                     return
                 for i in dead:
                     self.restarts += 1
-                    self.procs[i] = subprocess.Popen(self.argvs[i])
+                    self.procs[i] = self._spawn(self.argvs[i])
 
     def stop(self) -> None:
         with self._lock:
