@@ -43,13 +43,17 @@ from rich.table import Table
 from tillflow.config import BusSettings, HubSettings, PostingSettings, TillflowConfig, dump_config
 from tillflow.connectors.resilience import ResilienceSettings
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
+from tillflow.flows.compliance import JUDGED_KINDS, check_compliance
+from tillflow.flows.masterdata import local_time
 from tillflow.flows.posting import LoyaltyAccounting, PostingAccounts
 from tillflow.flows.reconciliation import format_amount
 from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
-from tillflow.model import Store, Transaction, transaction_id
+from tillflow.model import Product, Store, Transaction, transaction_id
+from tillflow.model.masterdata import Price, Promotion
 from tillflow.processes import HubProcess, ReferenceService, free_port
-from tillflow.sim.pos import PosTrafficGenerator, demo_stores, z_reports
+from tillflow.sim.backoffice import MasterFollower, demo_calendar, flash_sale
+from tillflow.sim.pos import CATALOG, PosTrafficGenerator, TillMaster, demo_stores, z_reports
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def prepare(
     port = settings.port or free_port()
     stores = demo_stores(settings.stores)
     config = TillflowConfig(
-        hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL"),
+        hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL", promotion_compliance=True),
         bus=bus or BusSettings(),
         stores=stores,
         connectors=connectors or ConnectorSettings(),
@@ -188,6 +192,57 @@ def sabotage(
         else:  # tenders that do not cover the total
             record["tenders"][0]["amount"] = str(Decimal(record["tenders"][0]["amount"]) + 1)
     return broken
+
+
+Batch = tuple[str, list[dict[str, Any]]]  # a store and its records
+
+
+class Plan:
+    """What the tills send, added as it is rung up: per-store batches, a few records broken on
+    purpose, a few batches resent (as after a lost acknowledgement), and at the end a few records
+    that reuse an identity with other content (a till restored from a backup)."""
+
+    def __init__(self, settings: DemoSettings, rng: random.Random) -> None:
+        self.settings = settings
+        self.rng = rng
+        self.sent: list[Batch] = []  # everything, resends and clashes included
+        self.clashes: list[Batch] = []
+        self.broken_ids: set[str] = set()
+        self.broken = 0
+        self.expected_invalid = 0
+        self._queue: list[Batch] = []
+
+    def add(self, txs: list[Transaction], spare: frozenset[str]) -> None:
+        """Batch `txs` and break a few, never a sale a post-void cancels (in `txs`, or in `spare`:
+        it would leave the void waiting for it)."""
+        work = list(batches(txs, self.settings.batch))
+        voided = spare | {tx.voided.transaction_id for tx in txs if tx.voided is not None}
+        broken_in = [sabotage(records, self.rng, self.settings.invalid_share, voided) for _, records in work]
+        per_batch = [len(ids) for ids in broken_in]
+        self.broken_ids |= {tx_id for ids in broken_in for tx_id in ids}
+        resent = [i for i in range(len(work)) if self.rng.random() < self.settings.resend_share]
+        self.broken += sum(per_batch)
+        self.expected_invalid += sum(per_batch) + sum(per_batch[i] for i in resent)
+        self._queue += work + [work[i] for i in resent]
+
+    def batches(self) -> list[Batch]:
+        """The batches added since the last call."""
+        out, self._queue = self._queue, []
+        self.sent += out
+        return out
+
+    def clash(self, txs: list[Transaction], n: int) -> list[Batch]:
+        """`n` records of intact transactions of `txs`, under their identity with other content."""
+        intact = [tx for tx in txs if tx.transaction_id not in self.broken_ids]
+        self.clashes = [
+            (tx.store_id, [tx.model_dump(mode="json") | {"operator_id": "RESTORED"}])
+            for tx in self.rng.sample(intact, min(n, len(intact)))
+        ]
+        self.sent += self.clashes
+        return self.clashes
+
+    def records(self) -> int:
+        return sum(len(records) for _, records in self.sent + self._queue)
 
 
 def run_demo(settings: DemoSettings) -> int:
@@ -370,6 +425,104 @@ def loyalty_liability(
     return found
 
 
+PRICE_RISE = ("GRO-0002", "GRO-0003")  # olive oil and coffee go up by a tenth halfway through the day
+
+
+class MasterDataRun:
+    """Master data in the run. Before the tills open, the catalog, a price list per region and
+    the day's promotion calendar are loaded through the hub's API, and every store's back office
+    takes its snapshot. Halfway, a price change and a flash sale are published; every store
+    follows its delta and acknowledges it, but one: its back office's link to the hub is down, so
+    its tills go on with the old prices and without the flash sale. The hub shows that store
+    behind, and its sales as not applying the flash sale."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        stores: Sequence[Store],
+        keys: dict[str, str],
+        admin_headers: dict[str, str],
+        day: date,
+    ) -> None:
+        self.client = client
+        self.stores = {s.store_id: s for s in stores}
+        self.admin_headers = admin_headers
+        self.day = day
+        self.followers = {s.store_id: MasterFollower(client, s, keys[s.store_id]) for s in stores}
+        self.missed = stores[-1].store_id if len(stores) > 1 else None
+        self.calendar = demo_calendar(day)
+        self.published: dict[str, Any] = {}
+
+    def tills(self) -> dict[str, TillMaster]:
+        return {store_id: follower.copy for store_id, follower in self.followers.items()}
+
+    def _put(self, path: str, records: Sequence[Product | Price | Promotion]) -> int:
+        body = b"[" + b",".join(r.model_dump_json(exclude_none=True).encode() for r in records) + b"]"
+        answer = self.client.put(
+            path, content=body, headers=self.admin_headers | {"content-type": "application/json"}
+        )
+        answer.raise_for_status()
+        found = answer.json()
+        if found["summary"]["invalid"]:
+            raise RuntimeError(f"PUT {path} refused records: {found['results']}")
+        return int(found["version"])
+
+    def open(self, gen: PosTrafficGenerator) -> None:
+        self._put("/v1/items", gen.catalog())
+        self._put("/v1/prices", gen.price_list(datetime.combine(self.day, datetime.min.time())))
+        self._put("/v1/promotions", self.calendar)
+        for follower in self.followers.values():
+            follower.sync()
+
+    def publish(self, gen: PosTrafficGenerator) -> None:
+        """The price change and the flash sale, from the next whole minute after the latest of
+        the stores' tills (wall-clock time), so that no sale already rung up falls in them."""
+        reached = max(local_time(store, gen.clock(store_id)) for store_id, store in self.stores.items())
+        starts = reached.replace(second=0, microsecond=0) + timedelta(minutes=2)
+        flash = flash_sale(starts, brand=next(iter(self.stores.values())).brand or "demo")
+        self._put("/v1/prices", gen.price_list(starts, skus=PRICE_RISE, factor=Decimal("1.1")))
+        version = self._put("/v1/promotions", [flash])
+        self.calendar.append(flash)
+        for store_id, follower in self.followers.items():
+            if store_id != self.missed:
+                follower.sync()
+        self.published = {"version": version, "starts": starts.isoformat(), "flash_sale": flash.promotion_id}
+
+    def outcome(self, txs: Sequence[Transaction], accepted: Collection[str]) -> dict[str, Any]:
+        """Which version each store runs, and the deviations the hub found per store against
+        those the calendar gives for the accepted sales (judged here, independently)."""
+        status = self.client.get("/v1/masterdata/status", headers=self.admin_headers).json()
+        body = self.client.get(
+            "/v1/compliance", params={"day": self.day.isoformat()}, headers=self.admin_headers
+        ).json()
+        found: Counter[tuple[str, str]] = Counter()
+        for store_day in body["store_days"]:
+            for kind, n in store_day["counts"].items():
+                found[(store_day["store_id"], kind)] += n
+        products = {p.sku: p for p in CATALOG}
+        judged = set(accepted)
+        expected = Counter(
+            (d.store_id, d.kind.value)
+            for tx in txs
+            if tx.transaction_id in judged and tx.kind in JUDGED_KINDS
+            for d in check_compliance(tx, self.stores[tx.store_id], self.calendar, products)
+        )
+        behind = {s["store_id"]: s["behind"] for s in status["stores"]}
+        found, expected = +found, +expected  # without the zero counts
+        return {
+            **self.published,
+            "version": status["version"],
+            "missed_by": self.missed,
+            "behind": {store_id: n for store_id, n in behind.items() if n},
+            "up_to_date": sum(1 for n in behind.values() if not n),
+            "deviations": {f"{store}: {kind}": n for (store, kind), n in sorted(found.items())},
+            "deviations_expected": {f"{store}: {kind}": n for (store, kind), n in sorted(expected.items())},
+            "consistent": found == expected
+            and all(store == self.missed for store, _ in found)
+            and all((n > 0) == (store_id == self.missed) for store_id, n in behind.items()),
+        }
+
+
 def drive(
     settings: DemoSettings,
     config: TillflowConfig,
@@ -383,32 +536,23 @@ def drive(
     rng = random.Random(settings.seed)
     day = datetime.now(UTC).date()
     checkouts = Checkouts(url, keys) if downstream else None
+    admin_headers = {"authorization": f"Bearer {admin}"}
+    master_client = httpx.Client(base_url=url, timeout=60.0)
+    master = MasterDataRun(master_client, config.stores, keys, admin_headers, day)
     gen = PosTrafficGenerator(
         config.stores,
         business_day=day,
         seed=settings.seed,
         members=SEEDED_MEMBERS if checkouts else (),
         reserve=checkouts.reserve if checkouts else None,
+        master=master.tills(),
     )
-    txs = gen.transactions(settings.transactions)
-    if checkouts is not None:
-        checkouts.leave_some([s.store_id for s in config.stores], rng)
-    work = list(batches(txs, settings.batch))
-    voided = frozenset(tx.voided.transaction_id for tx in txs if tx.voided is not None)
-    broken_in = [sabotage(records, rng, settings.invalid_share, voided) for _, records in work]
-    broken_per_batch = [len(ids) for ids in broken_in]
-    broken_ids = {tx_id for ids in broken_in for tx_id in ids}
-    # a till that reuses sequence numbers after a restore from backup: same identity, other content
-    intact = [tx for tx in txs if tx.transaction_id not in broken_ids]
-    clashes = [
-        (tx.store_id, [tx.model_dump(mode="json") | {"operator_id": "RESTORED"}])
-        for tx in rng.sample(intact, min(settings.conflicts, len(intact)))
-    ]
-    resent = [i for i in range(len(work)) if rng.random() < settings.resend_share]
-    broken = sum(broken_per_batch)
-    expected_invalid = broken + sum(broken_per_batch[i] for i in resent)
-    resends = [work[i] for i in resent]
-    work += clashes
+    master.open(gen)
+    first = settings.transactions // 2
+    txs = gen.transactions(first)
+    spare = gen.voidable()  # the sales a post-void of the second half may cancel are not broken
+    plan = Plan(settings, rng)
+    plan.add(txs, spare)
     counts: Counter[str] = Counter()
     accepted: list[str] = []
     started = time.monotonic()
@@ -420,7 +564,7 @@ def drive(
         console=console,
     )
     with progress, httpx.Client(base_url=url, timeout=60.0) as client:
-        task = progress.add_task("sending", total=sum(len(r) for _, r in work + resends))
+        task = progress.add_task("sending", total=plan.records())
 
         def send(item: tuple[str, list[dict[str, Any]]]) -> Counter[str]:
             store, records = item
@@ -435,17 +579,40 @@ def drive(
             accepted.extend(r["transaction_id"] for r in answer["results"] if r["status"] == "accepted")
             return Counter(answer["summary"])
 
-        with (
-            LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext(),
-            ThreadPoolExecutor(max_workers=4) as pool,
-        ):
-            for c in pool.map(send, work + resends):
-                counts.update(c)
-        sent = sum(len(r) for _, r in work + resends)
-        send_seconds = time.monotonic() - started
-        admin_headers = {"authorization": f"Bearer {admin}"}
-        names = {"inventory": "inventory applied", "posting": "ERP journals", "loyalty": "loyalty accruals"}
-        groups = ["inventory", *(("posting", "loyalty") if downstream else ())]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+
+            def send_all(items: list[Batch]) -> float:
+                began = time.monotonic()
+                for c in pool.map(send, items):
+                    counts.update(c)
+                return time.monotonic() - began
+
+            # the first half of the day goes out; while the hub's flows work through it, a price
+            # change and a flash sale are published and reach the stores (but one), and the
+            # tills ring up the second half with them (not timed: the tills, not the hub)
+            send_seconds = send_all(plan.batches())
+            ringing = time.monotonic()
+            master.publish(gen)
+            second = gen.transactions(settings.transactions - first)
+            txs += second
+            plan.add(second, frozenset())
+            progress.update(task, total=plan.records() + settings.conflicts)
+            started += time.monotonic() - ringing
+            with LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext():
+                send_seconds += send_all(plan.batches())
+                # once their originals are in: records reusing an identity with other content
+                send_seconds += send_all(plan.clash(txs, settings.conflicts))
+            if checkouts is not None:
+                checkouts.leave_some([s.store_id for s in config.stores], rng)
+        clashes, broken, broken_ids = plan.clashes, plan.broken, plan.broken_ids
+        sent = plan.records()
+        names = {
+            "inventory": "inventory applied",
+            "compliance": "promotions checked",
+            "posting": "ERP journals",
+            "loyalty": "loyalty accruals",
+        }
+        groups = ["inventory", "compliance", *(("posting", "loyalty") if downstream else ())]
         tasks = {g: progress.add_task(names[g], total=counts["accepted"]) for g in groups}
         deadline = time.monotonic() + 300
         while True:  # caught up: every flow handled every event, every accepted sale applied
@@ -474,6 +641,8 @@ def drive(
             )
             accepted += reconciliation["corrected"]
             reconciliation["loyalty"] = loyalty_liability(client, admin_headers)
+    masterdata = master.outcome(txs, accepted)
+    master_client.close()
     if checkouts is not None:
         checkouts.close()
     trace: dict[str, Any] = {}
@@ -519,8 +688,10 @@ def drive(
         "ingest_tps": round(sent / send_seconds),
         "end_to_end_seconds": round(total_seconds, 2),
         "sample_trace": trace,
-        "consistent": counts["accepted"] == expected_accepted
-        and counts["invalid"] == expected_invalid
+        "masterdata": masterdata,
+        "consistent": masterdata["consistent"]
+        and counts["accepted"] == expected_accepted
+        and counts["invalid"] == plan.expected_invalid
         and counts["conflict"] == len(clashes)
         and group["lag"] == 0
         and latency["count"] >= counts["accepted"]
@@ -719,6 +890,7 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
     reconciliation = summary["downstream"].get("reconciliation")
     if reconciliation:
         show_reconciliation(reconciliation, console)
+    show_masterdata(summary["masterdata"], console)
     hops = summary["sample_trace"].get("hops", [])
     console.print(
         f"trace of {summary['sample_trace'].get('transaction_id')}: "
@@ -790,6 +962,25 @@ def show_liability(liability: dict[str, Any], console: Console) -> None:
     )
     for line in (*liability["differences"], *liability["conflicts"], *liability["notes"]):
         console.print(f"[red]loyalty: {line}[/red]")
+
+
+def show_masterdata(master: dict[str, Any], console: Console) -> None:
+    """Which master data the stores run, and what the promotion compliance check found."""
+    stores = master["up_to_date"] + len(master["behind"])
+    behind = ", ".join(f"{store} behind by {n} changes" for store, n in master["behind"].items())
+    console.print(
+        f"master data version {master['version']}: a price change and the flash sale"
+        f" {master.get('flash_sale', '-')} published mid-run, from {master.get('starts', '-')} store time;"
+        f" {master['up_to_date']} of {stores} stores acknowledged it"
+        + (f"; {behind} (its link to the hub's master data was cut)" if behind else "")
+    )
+    found = ", ".join(f"{what} ×{n}" for what, n in master["deviations"].items()) or "none"
+    agrees = (
+        "as the calendar says"
+        if master["deviations"] == master["deviations_expected"]
+        else "[red]NOT[/red] as the calendar says"
+    )
+    console.print(f"promotion compliance: {found} ({agrees}); every other store-day clean")
 
 
 def _ms(value: float | None) -> str:

@@ -50,6 +50,13 @@ class TestDemo:
             ("S003", "matched"),
         ]
         assert [r["policy"] for r in reconciliation["store_days"]] == ["line", "aggregated", "line"]
+        # the price change and the flash sale reached every store but the last, whose sales the
+        # hub found not applying it, exactly as the calendar judged here says
+        master = summary["masterdata"]
+        assert master["missed_by"] == "S003" and master["up_to_date"] == 2
+        assert master["behind"]["S003"] > 0
+        assert master["deviations"] == master["deviations_expected"]
+        assert set(master["deviations"]) == {"S003: promotion_not_applied"}
 
     def test_the_demo_runs_on_jetstream_too(self, tmp_path: Path) -> None:
         done = run(

@@ -68,6 +68,7 @@ __all__ = [
     "StoreDay",
     "check_compliance",
     "check_transactions",
+    "discount",
     "promotion_gives",
     "summarise",
 ]
@@ -82,7 +83,14 @@ class StoreDay(NamedTuple):
 
 def promotion_gives(promotion: Promotion, line: LineItem, currency: str) -> Decimal:
     """What `promotion` takes off `line` by its own rule (whether it targets the line aside)."""
-    extended = line.extended_amount
+    return discount(promotion, line.extended_amount, line.quantity, line.unit_price, currency)
+
+
+def discount(
+    promotion: Promotion, extended: Decimal, quantity: Decimal, unit_price: Decimal, currency: str
+) -> Decimal:
+    """What `promotion` takes off a line of `quantity` at `unit_price`, `extended` in all (the
+    rules of the module docstring): what a till applying the calendar takes off."""
     if promotion.kind is PromotionKind.PERCENT_OFF:
         assert promotion.percent is not None  # the model requires it
         return round_to_minor(extended * promotion.percent / 100, currency)
@@ -90,12 +98,10 @@ def promotion_gives(promotion: Promotion, line: LineItem, currency: str) -> Deci
         assert promotion.amount is not None
         if promotion.currency != currency:
             return ZERO
-        return min(round_to_minor(promotion.amount * line.quantity, currency), extended)
+        return min(round_to_minor(promotion.amount * quantity, currency), extended)
     assert promotion.buy is not None and promotion.pay is not None
-    bundles = int(line.quantity // promotion.buy)
-    return min(
-        round_to_minor(bundles * (promotion.buy - promotion.pay) * line.unit_price, currency), extended
-    )
+    bundles = int(quantity // promotion.buy)
+    return min(round_to_minor(bundles * (promotion.buy - promotion.pay) * unit_price, currency), extended)
 
 
 def _department(line: LineItem, products: Mapping[str, Product]) -> str | None:

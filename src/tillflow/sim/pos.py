@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import gc
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+from tillflow.flows.compliance import discount
 from tillflow.model import (
     DayClose,
     ItemType,
@@ -32,14 +33,37 @@ from tillflow.model import (
     minor_unit,
     round_to_minor,
 )
+from tillflow.model.masterdata import Price, Promotion
 
-__all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "demo_stores", "z_reports"]
+__all__ = ["CATALOG", "REGIMES", "PosTrafficGenerator", "Regime", "TillMaster", "demo_stores", "z_reports"]
 
 D = Decimal
 # holds a member's points at checkout: (store_id, member_id, points) -> the hold id, or None if refused
 Reserve = Callable[[str, str, int], str | None]
 ZERO, ONE = D(0), D(1)
 Row = dict[str, Any]  # a record on its way to pydantic: validated once, as a whole transaction
+
+
+class TillMaster(Protocol):
+    """What a store's tills know of its master data (kept from the hub's deltas): the shelf
+    price of a SKU and the promotions running, at an instant."""
+
+    def price(self, sku: str, at: datetime) -> Decimal | None:
+        """The SKU's shelf price at `at` in the store's currency, None when the tills have none."""
+        ...
+
+    def promotions(self, at: datetime) -> Sequence[Promotion]:
+        """The promotions running at the store at `at`."""
+        ...
+
+
+@dataclass(slots=True)
+class _Offers:
+    """The master data a till rings up one basket with."""
+
+    known: TillMaster
+    running: Sequence[Promotion]
+    member: bool
 
 
 class Regime(NamedTuple):
@@ -227,11 +251,16 @@ class PosTrafficGenerator:
         basket_size: int | None = None,
         members: Sequence[str] = (),
         reserve: Reserve | None = None,
+        master: Mapping[str, TillMaster] | None = None,
     ) -> None:
         """`basket_size` fixes the lines of every sale (benchmarks); by default it varies from 1 to 9.
         `members`: the loyalty members who shop (by default M000001..M099999). A member pays part
         of a basket with points only after `reserve(store_id, member_id, points)` held them (the
-        hold id, or None when refused: then that part is paid in cash); without `reserve`, never."""
+        hold id, or None when refused: then that part is paid in cash); without `reserve`, never.
+        `master`: per store, what its tills know of the master data. They charge its prices (the
+        generator's own where it has none) and apply exactly its promotions: each one running on
+        every line it targets, a member-only one for members. The tills of other stores take a
+        random discount off about a fifth of stock lines, under promotion ids no calendar knows."""
         if basket_size is not None and not 1 <= basket_size <= 9:
             raise ValueError("basket_size is between 1 and 9")
         self._basket_size = basket_size
@@ -243,10 +272,43 @@ class PosTrafficGenerator:
         self._turn = 0
         self._members = tuple(members)
         self._reserve = reserve
+        self._master = dict(master or {})
 
     def catalog(self) -> list[Product]:
         """The products sold; their `tax_code` is a tax class, "standard" or "reduced"."""
         return list(CATALOG)
+
+    def price_list(
+        self, effective_from: datetime, *, skus: Iterable[str] | None = None, factor: Decimal = ONE
+    ) -> list[Price]:
+        """The generator's own shelf prices as a price list per region of its stores, from the
+        wall-clock time `effective_from`: every product, or those of `skus` with their EUR price
+        times `factor` (a price change), each ending in 9 as shelf prices do."""
+        regions = {shop.store.region: shop for shop in self._shops if shop.store.region is not None}
+        chosen = list(_EUR_PRICE) if skus is None else list(skus)
+        return [
+            Price(
+                sku=sku,
+                price=shop.prices[sku]
+                if factor == ONE
+                else _local_price(_EUR_PRICE[sku] * factor, shop.regime),
+                currency=shop.regime.currency,
+                region=region,
+                effective_from=effective_from,
+            )
+            for region, shop in sorted(regions.items())
+            for sku in chosen
+        ]
+
+    def clock(self, store_id: str) -> datetime:
+        """The instant a store's tills have reached: its next transaction ends later."""
+        return next(shop.clock for shop in self._shops if shop.store.store_id == store_id)
+
+    def voidable(self) -> frozenset[str]:
+        """The sales a later post-void may still cancel."""
+        return frozenset(
+            sale.tx.transaction_id for shop in self._shops for till in shop.tills for sale in till.recent
+        )
 
     def transactions(self, n: int) -> list[Transaction]:
         """The next `n` transactions. The cyclic GC pauses meanwhile: it would rescan the growing list
@@ -299,18 +361,24 @@ class PosTrafficGenerator:
     def _sale(self, shop: _Shop, till: _Till, head: Row) -> Transaction:
         rng, random = self._rng, self._rng.random  # indexing by random() is twice as fast as choice()
         fixed = self._basket_size
+        known = self._master.get(shop.store.store_id)
+        offers = member = None
+        if known is not None:  # the customer's card is scanned first: the member prices depend on it
+            member = self._member() if rng.random() < 0.4 else None
+            offers = _Offers(known, known.promotions(shop.clock), member is not None)
         n = fixed or _SIZES[int(random() * len(_SIZES))]
         items = []
         for i in range(1, n + 1):
             products = _WEIGHED if random() < 0.16 else _EACH
-            items.append(self._line(shop, i, products[int(random() * len(products))]))
+            items.append(self._line(shop, i, products[int(random() * len(products))], offers))
         if not fixed:  # a carrier bag, now and then gift wrap
             if n < 8 and rng.random() < 0.25:
                 n += 1
-                items.append(self._line(shop, n, _BAG))
+                items.append(self._line(shop, n, _BAG, offers))
             if n < 8 and rng.random() < 0.03:
-                items.append(self._line(shop, n + 1, _WRAP))
-        member = self._member() if rng.random() < 0.4 else None
+                items.append(self._line(shop, n + 1, _WRAP, offers))
+        if known is None:
+            member = self._member() if rng.random() < 0.4 else None
         head.update(kind=TransactionKind.SALE, customer={"member_id": member} if member else None)
         tx = self._close(shop, head, items, None, member)
         sale = _Sale(tx, [line for line in tx.lines if line.item_type is _S])
@@ -324,9 +392,14 @@ class PosTrafficGenerator:
             del till.recent[0]
         return tx
 
-    def _line(self, shop: _Shop, line_no: int, product: Product) -> tuple[Row, Decimal]:
+    def _line(
+        self, shop: _Shop, line_no: int, product: Product, offers: _Offers | None = None
+    ) -> tuple[Row, Decimal]:
         rng, currency = self._rng, shop.regime.currency
         price = shop.prices[product.sku]
+        if offers is not None:
+            known = offers.known.price(product.sku, shop.clock)
+            price = price if known is None else known
         if product.uom is _KG:
             quantity = D(150 + int(rng.random() * 2351)).scaleb(-3)  # 0.150 to 2.500 KG
             extended = round_to_minor(quantity * price, currency)
@@ -335,7 +408,10 @@ class PosTrafficGenerator:
             extended = quantity * price
         modifiers: tuple[Row, ...] = ()
         net = extended
-        if product.item_type is _S and rng.random() < 0.21:
+        if offers is not None:
+            modifiers = _applied(offers, product, extended, quantity, price, currency)
+            net = extended - sum((m["amount"] for m in modifiers), ZERO)
+        elif product.item_type is _S and rng.random() < 0.21:
             promotion, share = _PROMOS[int(rng.random() * len(_PROMOS))]
             off = (
                 min(shop.fixed_off, extended) if share is None else round_to_minor(extended * share, currency)
@@ -393,7 +469,9 @@ class PosTrafficGenerator:
         swap = self._rng.choice(_BY_DEPT.get(back[0]["department"] or "", _EACH))
         head.update(kind=TransactionKind.EXCHANGE, customer=sale.tx.customer)
         member = None if sale.tx.customer is None else sale.tx.customer.member_id
-        return self._close(shop, head, [back, self._line(shop, 2, swap)], sale.tx, member)
+        known = self._master.get(shop.store.store_id)
+        offers = None if known is None else _Offers(known, known.promotions(shop.clock), member is not None)
+        return self._close(shop, head, [back, self._line(shop, 2, swap, offers)], sale.tx, member)
 
     def _void(self, till: _Till, head: Row) -> Transaction | None:
         live = [sale for sale in till.recent if not sale.voided and not sale.returned]
@@ -503,6 +581,21 @@ class PosTrafficGenerator:
         if paid.kind in (TenderKind.CASH, TenderKind.GIFT_CARD):
             return {"kind": paid.kind, "amount": amount, "reference": paid.reference}
         return {"kind": TenderKind.STORE_CREDIT, "amount": amount}
+
+
+def _applied(
+    offers: _Offers, product: Product, extended: Decimal, quantity: Decimal, price: Decimal, currency: str
+) -> tuple[Row, ...]:
+    """The modifiers of a line: what each running promotion that targets it takes off."""
+    modifiers = []
+    for promotion in offers.running:
+        if promotion.member_only and not offers.member:
+            continue
+        if product.sku in promotion.skus or product.department in promotion.departments:
+            off = discount(promotion, extended, quantity, price, currency)
+            if off > 0:
+                modifiers.append({"amount": off, "promotion_id": promotion.promotion_id})
+    return tuple(modifiers)
 
 
 def z_reports(transactions: Iterable[Transaction], *, closed_at: datetime) -> list[DayClose]:
