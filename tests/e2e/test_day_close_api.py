@@ -7,86 +7,64 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
-from tests.servers import free_port
-from tillflow.bootstrap import bootstrap
-from tillflow.config import HubSettings, PostingSettings, TillflowConfig, dump_config
+from tests.e2e.conftest import RunningHub, hub_process, reference_service
+from tillflow.config import PostingSettings, TillflowConfig
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
 from tillflow.flows.store_day import StorePolicy
 from tillflow.model import Transaction
-from tillflow.processes import HubProcess, ReferenceService
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores, z_reports
 
 DAY = date(2026, 11, 29)
 CLI = [sys.executable, "-m", "tillflow.cli"]
-
-
-@dataclass
-class Books:
-    url: str
-    keys: dict[str, str]
-    admin: str
-    config_path: Path
-    txs: list[Transaction]
-
-    def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {key}"}, timeout=60)
+STORES = demo_stores(2)
 
 
 @pytest.fixture(scope="module")
-def books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Books]:
+def txs() -> list[Transaction]:
+    """The day's traffic of both stores, as the tills rang it up."""
+    return PosTrafficGenerator(STORES, business_day=DAY, seed=11).transactions(300)
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory: pytest.TempPathFactory, txs: list[Transaction]) -> Iterator[RunningHub]:
+    """A hub posting to the reference ERP (S001 line by line, S002 per day) that has been sent
+    the day's traffic."""
     data_dir = tmp_path_factory.mktemp("books")
-    erp = ReferenceService("erp", data_dir / "erp")
-    erp.wait_ready()
-    config = TillflowConfig(
-        hub=HubSettings(data_dir=data_dir, port=free_port()),
-        stores=demo_stores(2),
-        connectors=ConnectorSettings(erp=HttpConnectorSettings(url=erp.url)),
-        posting=PostingSettings(stores={"S002": StorePolicy(policy="aggregated")}, day_close_grace=2),
-    )
-    config_path = data_dir / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    services = bootstrap(config)
-    keys = {s.store_id: services.keys.create_key(store_id=s.store_id) for s in config.stores}
-    admin = services.keys.create_key(admin=True)
-    services.close()
-    hub = HubProcess(config_path, data_dir / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    txs = PosTrafficGenerator(config.stores, business_day=DAY, seed=11).transactions(300)
-    try:
-        hub.wait_ready()
-        running = Books(hub.url, keys, admin, config_path, txs)
-        for store in ("S001", "S002"):
-            with running.client(keys[store]) as client:
-                records = [tx.model_dump(mode="json") for tx in txs if tx.store_id == store]
-                answer = client.post("/v1/transactions", json={"transactions": records})
-                assert answer.status_code == 200, answer.text
-                assert answer.json()["summary"]["accepted"] == len(records)
-        yield running
-    finally:
-        hub.stop()
-        erp.stop()
+    with reference_service("erp", data_dir / "erp") as erp:
+        config = TillflowConfig(
+            stores=STORES,
+            connectors=ConnectorSettings(erp=HttpConnectorSettings(url=erp.url)),
+            posting=PostingSettings(stores={"S002": StorePolicy(policy="aggregated")}, day_close_grace=2),
+        )
+        with hub_process(data_dir, config) as hub:
+            for store in ("S001", "S002"):
+                with hub.client(hub.keys[store]) as client:
+                    records = [tx.model_dump(mode="json") for tx in txs if tx.store_id == store]
+                    answer = client.post("/v1/transactions", json={"transactions": records})
+                    assert answer.status_code == 200, answer.text
+                    assert answer.json()["summary"]["accepted"] == len(records)
+            yield hub
 
 
-def z_of(books: Books, store: str) -> dict[str, object]:
+def z_of(txs: list[Transaction], store: str) -> dict[str, object]:
     closed_at = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)  # the same report every time
-    [report] = z_reports([tx for tx in books.txs if tx.store_id == store], closed_at=closed_at)
+    [report] = z_reports([tx for tx in txs if tx.store_id == store], closed_at=closed_at)
     body: dict[str, object] = orjson.loads(report.model_dump_json())
     return body
 
 
-def close_all(books: Books) -> list[tuple[int, int, str]]:
+def close_all(books: RunningHub, txs: list[Transaction]) -> list[tuple[int, int, str]]:
     """Each store sends its Z report twice: (first status, second status, second verdict)."""
     answers = []
     for store in ("S001", "S002"):
-        body = z_of(books, store)
+        body = z_of(txs, store)
         with books.client(books.keys[store]) as client:
             first = client.post("/v1/day-closes", json=body)
             again = client.post("/v1/day-closes", json=body)
@@ -94,7 +72,7 @@ def close_all(books: Books) -> list[tuple[int, int, str]]:
     return answers
 
 
-def wait_posted(books: Books) -> list[dict[str, object]]:
+def wait_posted(books: RunningHub) -> list[dict[str, object]]:
     with books.client(books.admin) as client:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -106,22 +84,26 @@ def wait_posted(books: Books) -> list[dict[str, object]]:
 
 
 class TestDayCloseApi:
-    def test_a_store_key_closes_only_its_own_store(self, books: Books) -> None:
+    def test_a_store_key_closes_only_its_own_store(self, books: RunningHub, txs: list[Transaction]) -> None:
         with books.client(books.keys["S001"]) as client:
-            answer = client.post("/v1/day-closes", json=z_of(books, "S002"))
+            answer = client.post("/v1/day-closes", json=z_of(txs, "S002"))
         assert answer.status_code == 403
         assert answer.headers["content-type"].startswith("application/problem+json")
 
-    def test_a_malformed_z_report_is_refused_with_the_field(self, books: Books) -> None:
-        body = z_of(books, "S001") | {"registers": []}
+    def test_a_malformed_z_report_is_refused_with_the_field(
+        self, books: RunningHub, txs: list[Transaction]
+    ) -> None:
+        body = z_of(txs, "S001") | {"registers": []}
         with books.client(books.keys["S001"]) as client:
             answer = client.post("/v1/day-closes", json=body)
         assert answer.status_code == 400  # the hub's answer to a request that does not validate
         assert answer.headers["content-type"].startswith("application/problem+json")
         assert any("registers" in e["field"] for e in answer.json()["errors"]), answer.json()
 
-    def test_closing_the_day_posts_it_and_reconciles_it(self, books: Books, tmp_path: Path) -> None:
-        answers = close_all(books)
+    def test_closing_the_day_posts_it_and_reconciles_it(
+        self, books: RunningHub, txs: list[Transaction], tmp_path: Path
+    ) -> None:
+        answers = close_all(books, txs)
         assert all((status, verdict) == (200, "duplicate") for _, status, verdict in answers), answers
         closes = wait_posted(books)
         assert {c["store_id"]: c["gap"] for c in closes} == {"S001": [], "S002": []}
@@ -201,7 +183,7 @@ class TestDayCloseApi:
         assert status.returncode == 0, status.stderr
         states = {row["store"]: row for row in orjson.loads(status.stdout)}
         for store in ("S001", "S002"):
-            sent = sum(1 for tx in books.txs if tx.store_id == store)
+            sent = sum(1 for tx in txs if tx.store_id == store)
             row = states[store]
             assert (row["transactions"], row["pending"], row["failed"], row["dead_lettered"]) == (
                 sent,
@@ -212,10 +194,12 @@ class TestDayCloseApi:
             assert row["posted"] + row["nothing_to_post"] == sent
         assert (states["S001"]["policy"], states["S002"]["policy"]) == ("line", "aggregated")
 
-    def test_a_different_z_report_after_the_day_is_posted_is_a_conflict(self, books: Books) -> None:
-        close_all(books)
+    def test_a_different_z_report_after_the_day_is_posted_is_a_conflict(
+        self, books: RunningHub, txs: list[Transaction]
+    ) -> None:
+        close_all(books, txs)
         wait_posted(books)
-        body = z_of(books, "S002")
+        body = z_of(txs, "S002")
         body["registers"][0]["transaction_count"] += 1  # type: ignore[index]
         with books.client(books.keys["S002"]) as client:
             answer = client.post("/v1/day-closes", json=body)

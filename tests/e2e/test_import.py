@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import RunningHub, hub_process
 from tests.servers import free_port
 from tests.shared_data import sample
-from tillflow.bootstrap import bootstrap
-from tillflow.config import HubSettings, TillflowConfig, dump_config
+from tillflow.config import TillflowConfig
 from tillflow.formats.policy import PolicyMaps
 from tillflow.model import Store, Transaction
-from tillflow.processes import HubProcess
 
 CLI = [sys.executable, "-m", "tillflow.cli", "import"]
 PROBLEM = "application/problem+json"
@@ -52,24 +50,11 @@ CSV_DEDUP = sample("online-retail", "online_retail_dedup_sample_4792rows.csv")
 # -- the hub ---------------------------------------------------------------------------------
 
 
-@dataclass
-class ImportHub:
-    url: str
-    admin: str
-    keys: dict[str, str]
-    config_path: Path
-
-    def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {key}"}, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def import_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImportHub]:
+def import_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
     """A hub whose stores are those of the samples: NCR store 9 is S009, ROQQIO 100 and 300
-    are S100 and S300, the online-retail CSV is ONLINE."""
-    data_dir = tmp_path_factory.mktemp("import-hub")
+    are S100 and S300, the online-retail CSV is ONLINE. S009 and S100 have keys."""
     config = TillflowConfig(
-        hub=HubSettings(data_dir=data_dir, port=free_port()),
         stores=[
             Store(store_id="S009", timezone="America/New_York", currency="USD"),
             Store(store_id="S100", timezone="Europe/Berlin", currency="EUR"),
@@ -78,20 +63,8 @@ def import_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImportHub]:
         ],
         policy=PolicyMaps(store_aliases={"9": "S009", "100": "S100", "300": "S300"}),
     )
-    config_path = data_dir / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    services = bootstrap(config)
-    try:
-        keys = {store: services.keys.create_key(store_id=store) for store in ("S009", "S100")}
-        admin = services.keys.create_key(admin=True)
-    finally:
-        services.close()
-    process = HubProcess(config_path, data_dir / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    try:
-        process.wait_ready()
-        yield ImportHub(process.url, admin, keys, config_path)
-    finally:
-        process.stop()
+    with hub_process(tmp_path_factory.mktemp("import-hub"), config, keyed_stores=("S009", "S100")) as hub:
+        yield hub
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -127,7 +100,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def dry_transactions(hub: ImportHub, *files: Path, cwd: Path) -> list[Transaction]:
+def dry_transactions(hub: RunningHub, *files: Path, cwd: Path) -> list[Transaction]:
     """The canonical transactions `files` hold, as the hub's configuration maps them."""
     done = run_import("--dry-run", "--json", "--config", hub.config_path, *files, cwd=cwd)
     assert done.returncode == 0, done.stderr
@@ -234,7 +207,7 @@ class TestDryRun:
 
 class TestImportIntoTheHub:
     def test_every_transaction_lands_once_and_moves_stock(
-        self, import_hub: ImportHub, tmp_path: Path
+        self, import_hub: RunningHub, tmp_path: Path
     ) -> None:
         # all ROQQIO files but the one that reuses another's till identity (see the next test)
         files = [NCR, *(p for p in ROQQIO if p != ROQQIO_SAME_IDENTITY), CSV_FIRST_100]
@@ -294,7 +267,7 @@ class TestImportIntoTheHub:
             assert stock(admin, "ONLINE", sku) == stock_before + moved
 
     def test_a_transaction_that_conflicts_with_a_stored_one_is_reported_as_refused(
-        self, import_hub: ImportHub, tmp_path: Path
+        self, import_hub: RunningHub, tmp_path: Path
     ) -> None:
         # README: a conflict is "refused, recorded, original kept"; `tillflow import` exits 3
         # when "some refused" and writes refused records to the quarantine report.
@@ -327,7 +300,7 @@ class TestImportIntoTheHub:
         assert [(r[0], r[3]) for r in rows] == [(same_identity.name, "hub")]
 
     def test_a_store_key_cannot_import_another_stores_file(
-        self, import_hub: ImportHub, tmp_path: Path
+        self, import_hub: RunningHub, tmp_path: Path
     ) -> None:
         done = run_import("--hub", import_hub.url, "--api-key", import_hub.keys["S100"],
                           "--config", import_hub.config_path, NCR, cwd=tmp_path)  # fmt: skip
@@ -359,7 +332,7 @@ def laughs(body: bytes) -> bytes:
 
 class TestPoslogOverHttp:
     def test_a_poslog_document_is_answered_per_transaction_in_document_order(
-        self, import_hub: ImportHub
+        self, import_hub: RunningHub
     ) -> None:
         body = NCR_SMALL.read_bytes()
         with import_hub.client(import_hub.admin) as admin:
@@ -379,7 +352,7 @@ class TestPoslogOverHttp:
         assert stored.status_code == 200
         assert stored.json()["transaction"]["currency"] == "USD"
 
-    def test_a_document_with_a_dtd_is_refused_and_nothing_is_stored(self, import_hub: ImportHub) -> None:
+    def test_a_document_with_a_dtd_is_refused_and_nothing_is_stored(self, import_hub: RunningHub) -> None:
         # SMALL.xml as another sale (sequence 9161), so that nothing of it can be stored already
         assert NCR_SMALL.read_bytes().count(b"<SequenceNumber>161</SequenceNumber>") == 1
         body = NCR_SMALL.read_bytes().replace(
@@ -403,7 +376,7 @@ class TestPoslogOverHttp:
             ("accepted", tx_id),
         ]
 
-    def test_totals_that_do_not_add_up_are_invalid_with_the_numbers(self, import_hub: ImportHub) -> None:
+    def test_totals_that_do_not_add_up_are_invalid_with_the_numbers(self, import_hub: RunningHub) -> None:
         original = ROQQIO_TENDER_CHANGE.read_bytes()
         grand = b'<Total TotalType="TransactionGrandAmount" CurrencyCode="EUR">26.990</Total>'
         assert original.count(grand) == 1
@@ -418,7 +391,7 @@ class TestPoslogOverHttp:
         reason = result["errors"][0]["reason"]
         assert "27.99" in reason and "26.99" in reason, reason
 
-    def test_a_store_key_cannot_post_another_stores_poslog(self, import_hub: ImportHub) -> None:
+    def test_a_store_key_cannot_post_another_stores_poslog(self, import_hub: RunningHub) -> None:
         with import_hub.client(import_hub.keys["S100"]) as client:
             answer = client.post("/v1/transactions", content=NCR_SMALL.read_bytes(), headers=XML)
         assert answer.status_code == 403

@@ -7,15 +7,14 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.e2e.conftest import hub_process
 from tests.nats_server import NatsServer, nats_server
 from tests.servers import free_port
 from tillflow.bootstrap import bootstrap
-from tillflow.config import BusSettings, HubSettings, TillflowConfig, dump_config
+from tillflow.config import BusSettings, HubSettings, TillflowConfig
 from tillflow.errors import EventLogError
-from tillflow.processes import HubProcess
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 
@@ -27,7 +26,7 @@ def server() -> Iterator[NatsServer]:
 
 def config_for(data_dir: Path, servers: list[str]) -> TillflowConfig:
     return TillflowConfig(
-        hub=HubSettings(data_dir=data_dir, port=free_port()),
+        hub=HubSettings(data_dir=data_dir),
         bus=BusSettings(kind="jetstream", servers=servers, stream="HUBTEST"),
         stores=demo_stores(1),
     )
@@ -35,43 +34,27 @@ def config_for(data_dir: Path, servers: list[str]) -> TillflowConfig:
 
 class TestHubOnJetStream:
     def test_a_sale_goes_through_jetstream_to_inventory(self, server: NatsServer, tmp_path: Path) -> None:
-        config = config_for(tmp_path, [server.url])
-        path = tmp_path / "tillflow.yaml"
-        path.write_text(dump_config(config))
-        services = bootstrap(config)
-        key = services.keys.create_key(store_id="S001")
-        admin = services.keys.create_key(admin=True)
-        services.close()
-        sales = [
-            tx
-            for tx in PosTrafficGenerator(
-                config.stores, business_day=date(2026, 11, 29), seed=4
-            ).transactions(40)
-            if tx.kind.value == "sale"
-        ]
-        hub = HubProcess(path, tmp_path / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-        try:
-            hub.wait_ready()
-            with httpx.Client(base_url=hub.url, timeout=30) as client:
+        with hub_process(tmp_path, config_for(tmp_path, [server.url])) as hub:
+            sales = [
+                tx
+                for tx in PosTrafficGenerator(
+                    hub.config.stores, business_day=date(2026, 11, 29), seed=4
+                ).transactions(40)
+                if tx.kind.value == "sale"
+            ]
+            with hub.client(hub.keys["S001"]) as client, hub.client(hub.admin) as admin:
                 answer = client.post(
-                    "/v1/transactions",
-                    json={"transactions": [tx.model_dump(mode="json") for tx in sales]},
-                    headers={"authorization": f"Bearer {key}"},
+                    "/v1/transactions", json={"transactions": [tx.model_dump(mode="json") for tx in sales]}
                 )
                 assert answer.json()["summary"]["accepted"] == len(sales)
                 deadline = time.monotonic() + 60
                 while True:  # the flow is asynchronous: wait for the last sale's applied step
-                    trace = client.get(
-                        f"/v1/transactions/{sales[-1].transaction_id}/trace",
-                        headers={"authorization": f"Bearer {key}"},
-                    ).json()
+                    trace = client.get(f"/v1/transactions/{sales[-1].transaction_id}/trace").json()
                     if len(trace["hops"]) >= 3 or time.monotonic() > deadline:
                         break
                     time.sleep(0.1)
-                flows = client.get("/v1/flows", headers={"authorization": f"Bearer {admin}"}).json()
+                flows = admin.get("/v1/flows").json()
                 inventory = flows["consumer_groups"]["inventory"]
-        finally:
-            hub.stop()
         assert flows["head"] == len(sales)  # every accepted sale reached the stream, once
         assert inventory["lag"] == 0 and inventory["position"] == len(sales)
         assert [h["hop"] for h in trace["hops"]] == ["received", "logged", "inventory.applied"]

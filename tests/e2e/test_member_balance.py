@@ -12,14 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import free_port
-from tillflow.bootstrap import bootstrap
-from tillflow.config import HubSettings, TillflowConfig, dump_config
+from tests.e2e.conftest import hub_process, reference_service
+from tillflow.config import HubSettings, TillflowConfig
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
 from tillflow.errors import DownstreamUnavailableError
 from tillflow.hub.api.loyalty import MemberBalances
 from tillflow.ports import Member
-from tillflow.processes import HubProcess, ReferenceService
+from tillflow.processes import ReferenceService
 from tillflow.sim.pos import demo_stores
 
 
@@ -31,26 +30,16 @@ class Running:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Running]:
-    loyalty = ReferenceService("loyalty", tmp_path / "loyalty")
-    loyalty.wait_ready()
-    config = TillflowConfig(
-        hub=HubSettings(data_dir=tmp_path, port=free_port(), member_cache_seconds=0.5),
-        stores=demo_stores(1),
-        connectors=ConnectorSettings(loyalty=HttpConnectorSettings(url=loyalty.url, timeout=2)),
-    )
-    config_path = tmp_path / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    services = bootstrap(config)
-    key = services.keys.create_key(store_id="S001")
-    services.close()
-    hub = HubProcess(config_path, tmp_path / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    try:
-        hub.wait_ready()
-        with httpx.Client(base_url=hub.url, headers={"authorization": f"Bearer {key}"}, timeout=30) as client:
+    """A hub for store S001 that keeps a member's balance half a second and waits two seconds for
+    the reference loyalty platform."""
+    with reference_service("loyalty", tmp_path / "loyalty") as loyalty:
+        config = TillflowConfig(
+            hub=HubSettings(member_cache_seconds=0.5),
+            stores=demo_stores(1),
+            connectors=ConnectorSettings(loyalty=HttpConnectorSettings(url=loyalty.url, timeout=2)),
+        )
+        with hub_process(tmp_path, config) as hub, hub.client(hub.keys["S001"]) as client:
             yield Running(client, loyalty)
-    finally:
-        hub.stop()
-        loyalty.stop()
 
 
 class TestMemberBalance:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,57 +16,27 @@ import orjson
 import pytest
 
 from tests.builders import DAY
+from tests.e2e.conftest import RunningHub, hub_process, reference_service
 from tests.integration.test_loyalty_saga import member_sale
-from tests.servers import free_port
-from tillflow.bootstrap import bootstrap
-from tillflow.config import HubSettings, TillflowConfig, dump_config
+from tillflow.config import TillflowConfig
 from tillflow.connectors.settings import ConnectorSettings, HttpConnectorSettings
-from tillflow.processes import HubProcess, ReferenceService
 from tillflow.sim.pos import demo_stores
 
 PROBLEM = "application/problem+json"
 CLI = (sys.executable, "-m", "tillflow.cli")
 
 
-@dataclass
-class Running:
-    url: str
-    keys: dict[str, str]
-    config_path: Path
-    loyalty: ReferenceService
-
-    def client(self, who: str = "S001") -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {self.keys[who]}"}, timeout=30
-        )
-
-
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """A hub for stores S001 and S002 whose loyalty platform is the reference one."""
     tmp = tmp_path_factory.mktemp("redemptions")
-    loyalty = ReferenceService("loyalty", tmp / "loyalty")
-    loyalty.wait_ready()
-    config = TillflowConfig(
-        hub=HubSettings(data_dir=tmp, port=free_port()),
-        stores=demo_stores(2),
-        connectors=ConnectorSettings(loyalty=HttpConnectorSettings(url=loyalty.url)),
-    )
-    config_path = tmp / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    services = bootstrap(config)
-    keys = {
-        "S001": services.keys.create_key(store_id="S001"),
-        "S002": services.keys.create_key(store_id="S002"),
-        "admin": services.keys.create_key(admin=True),
-    }
-    services.close()
-    hub = HubProcess(config_path, tmp / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    try:
-        hub.wait_ready()
-        yield Running(hub.url, keys, config_path, loyalty)
-    finally:
-        hub.stop()
-        loyalty.stop()
+    with reference_service("loyalty", tmp / "loyalty") as loyalty:
+        config = TillflowConfig(
+            stores=demo_stores(2),
+            connectors=ConnectorSettings(loyalty=HttpConnectorSettings(url=loyalty.url)),
+        )
+        with hub_process(tmp, config) as hub:
+            yield hub
 
 
 def reserve(client: httpx.Client, key: str | None, **fields: Any) -> httpx.Response:
@@ -93,8 +61,8 @@ def wait_for(probe: Any, within: float = 60) -> Any:
 
 
 class TestReservations:
-    def test_a_hold_once_per_idempotency_key(self, running: Running) -> None:
-        with running.client() as s001:
+    def test_a_hold_once_per_idempotency_key(self, running: RunningHub) -> None:
+        with running.client(running.keys["S001"]) as s001:
             first = reserve(s001, "till-1-checkout-1", member_id="M0002", points=250)
             again = reserve(s001, "till-1-checkout-1", member_id="M0002", points=250)
             other = reserve(s001, "till-1-checkout-1", member_id="M0002", points=900)
@@ -107,8 +75,8 @@ class TestReservations:
         assert "already reserved 250 points" in other.json()["detail"]
         assert held == (750, 250)
 
-    def test_refusals_are_problems_naming_the_field_and_reason(self, running: Running) -> None:
-        with running.client() as s001, running.client("S002") as s002:
+    def test_refusals_are_problems_naming_the_field_and_reason(self, running: RunningHub) -> None:
+        with running.client(running.keys["S001"]) as s001, running.client(running.keys["S002"]) as s002:
             no_key = reserve(s001, None)
             zero = reserve(s001, "k-zero", points=0)
             too_long = reserve(s001, "k-ttl", ttl_seconds=86_400)
@@ -123,8 +91,8 @@ class TestReservations:
         assert too_many.status_code == 422 and "insufficient points" in too_many.json()["detail"]
         assert other_store.status_code == 403
 
-    def test_a_cancelled_checkout_gives_the_points_back(self, running: Running) -> None:
-        with running.client() as s001, running.client("S002") as s002:
+    def test_a_cancelled_checkout_gives_the_points_back(self, running: RunningHub) -> None:
+        with running.client(running.keys["S001"]) as s001, running.client(running.keys["S002"]) as s002:
             hold = reserve(s001, "till-2-checkout-7", member_id="M0004", points=300).json()["hold_id"]
             hidden = s002.get(f"/v1/loyalty/redemptions/{hold}")
             released = s001.post(f"/v1/loyalty/redemptions/{hold}/release")
@@ -141,8 +109,8 @@ class TestReservations:
 
 
 class TestCheckout:
-    def test_the_sale_spends_its_hold_and_the_liability_reconciles(self, running: Running) -> None:
-        with running.client() as s001, running.client("admin") as admin:
+    def test_the_sale_spends_its_hold_and_the_liability_reconciles(self, running: RunningHub) -> None:
+        with running.client(running.keys["S001"]) as s001, running.client(running.admin) as admin:
             hold = reserve(s001, "till-3-checkout-1", member_id="M0001", points=200).json()["hold_id"]
             tx = member_sale(1, "20.00", hold=hold, points=200)
             sent = s001.post(

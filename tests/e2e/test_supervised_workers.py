@@ -12,9 +12,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.servers import free_port
-from tillflow.config import HubSettings, TillflowConfig, dump_config
-from tillflow.processes import HubProcess
+from tests.e2e.conftest import hub_process
+from tillflow.config import TillflowConfig
 from tillflow.sim.pos import demo_stores
 
 
@@ -47,26 +46,18 @@ def gone(process: psutil.Process) -> bool:
 
 
 def test_a_hub_killed_with_sigkill_leaves_no_worker_behind(tmp_path: Path) -> None:
-    config = TillflowConfig(hub=HubSettings(data_dir=tmp_path, port=free_port()), stores=demo_stores(1))
-    config_path = tmp_path / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    hub = HubProcess(config_path, tmp_path / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    try:
-        hub.wait_ready()
-        assert eventually(lambda: len(workers_of(hub.proc.pid)) == 1)  # inventory: the one flow here
-        workers = workers_of(hub.proc.pid)
+    with hub_process(tmp_path, TillflowConfig(stores=demo_stores(1))) as hub:
+        pid = hub.process.proc.pid
+        assert eventually(lambda: len(workers_of(pid)) == 1)  # inventory: the one flow here
+        workers = workers_of(pid)
         first = workers[0].pid
         os.kill(first, signal.SIGKILL)  # a worker that dies is started again
-        assert eventually(
-            lambda: {w.pid for w in workers_of(hub.proc.pid)} - {w.pid for w in workers} != set()
-        )
-        workers = workers_of(hub.proc.pid)
+        assert eventually(lambda: {w.pid for w in workers_of(pid)} - {w.pid for w in workers} != set())
+        workers = workers_of(pid)
 
-        os.kill(hub.proc.pid, signal.SIGKILL)
-        hub.proc.wait()
+        os.kill(pid, signal.SIGKILL)
+        hub.process.proc.wait()
 
         assert eventually(
             lambda: not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
         )
-    finally:
-        hub.stop()
