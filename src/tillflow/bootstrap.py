@@ -144,6 +144,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
             book=loyalty_book,
             programs=config.hub.loyalty_programs,
             clock=lambda: datetime.now(UTC),
+            statement_every=config.hub.loyalty_statement_seconds,
         )
 
     def accrue_points(batch: Sequence[LoggedEvent]) -> int:

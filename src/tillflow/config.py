@@ -60,8 +60,12 @@ class HubSettings(BaseModel):
     redemption_max_ttl_seconds: int = Field(default=3600, ge=1)
     # judge every sale's discounts against the promotion calendar (the `compliance` flow)
     promotion_compliance: bool = False
+    # a store-day with this many deviations from the calendar raises an alert
+    compliance_alert_deviations: int = Field(default=5, ge=1)
     # the loyalty programs whose points the hub keeps a ledger of (and reconciles)
     loyalty_programs: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    # the loyalty tick reads the platform's statement (its bonuses and expiries) at most this often
+    loyalty_statement_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("worker_flows")
     @classmethod

@@ -348,22 +348,11 @@ class StockBook(Protocol):
         ...
 
 
-class ProductChange(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-
-
 class ProductCatalog(Protocol):
     """The product master: what each SKU is and the unit its stock is kept in."""
 
     def find_products(self, skus: Sequence[str]) -> dict[str, Product]:
         """The products of these SKUs that the master holds, by SKU (one query)."""
-        ...
-
-    def record_products(self, products: Sequence[Product], *, at: datetime) -> list[ProductChange]:
-        """Create or replace products (the last of a SKU repeated in `products` wins), in one
-        commit; one change per product, in order."""
         ...
 
 
@@ -906,6 +895,11 @@ class LoyaltyBook(Protocol):
 
     def find_entries(self, transaction_ids: Sequence[str]) -> list[PointsEntry]:
         """The moves caused by (or taken back from) these transactions."""
+        ...
+
+    def find_reversals(self, transaction_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The points taken back from each of these transactions, by the key of the move that took
+        them; a transaction nothing was taken back from is absent."""
         ...
 
     def points_by_kind(self) -> dict[str, dict[str, int]]:

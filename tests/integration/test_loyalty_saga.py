@@ -1,6 +1,7 @@
 """The loyalty orchestration against the reference loyalty platform (a process) and the hub's
 loyalty book on SQLite and PostgreSQL: every path of the redemption saga, returns and voids
-taking points back, and the hub's ledger agreeing with the platform's outstanding points.
+taking points back, the platform's own moves read on the tick, and the hub's ledger agreeing
+with the platform's outstanding points.
 
 The platform runs its defaults: a point per euro for a basic member; members M0001..M0100 are
 seeded with 1,000 welcome points. Each test has a platform of its own, so figures are exact."""
@@ -30,7 +31,7 @@ from tillflow.flows.loyalty import (
     reserve_points,
 )
 from tillflow.model import Customer, LoggedEvent, Transaction
-from tillflow.ports import RedemptionState
+from tillflow.ports import PointsEntry, RedemptionState
 from tillflow.sim.loyalty import LoyaltySimSettings
 from tillflow.storage.loyalty import SQLLoyaltyBook
 from tillflow.storage.transactions import SQLTransactionStore
@@ -274,6 +275,52 @@ class TestReturns:
         assert story.entries() == [("bonus", 1000), ("accrual", 20), ("reversal", -5), ("reversal", -15)]
         assert story.hub_outstanding() == story.platform_outstanding() == 3000
 
+    def test_returns_of_one_sale_in_one_batch_take_back_what_it_earned_and_no_more(
+        self, story: Story
+    ) -> None:
+        bought = member_sale(1, "20.00")
+        story.flow.handle(story.arrive(bought))
+        batch = story.arrive(
+            member_return(2, bought, "15.00"),
+            member_return(3, bought, "15.00"),
+            member_return(4, bought, "5.00"),
+        )
+
+        story.flow.handle(batch)
+        story.flow.handle(batch)  # redelivered
+
+        assert story.entries() == [("bonus", 1000), ("accrual", 20), ("reversal", -15), ("reversal", -5)]
+        assert story.hub_outstanding() == story.platform_outstanding() == 3000
+
+    def test_a_return_after_the_void_of_its_sale_in_one_batch_takes_nothing(self, story: Story) -> None:
+        bought = member_sale(1, "20.00")
+        story.flow.handle(story.arrive(bought))
+
+        story.flow.handle(story.arrive(post_void(2, bought), member_return(3, bought, "5.00")))
+
+        assert story.entries() == [("bonus", 1000), ("accrual", 20), ("reversal", -20)]
+        assert story.hub_outstanding() == story.platform_outstanding() == 3000
+
+    def test_the_book_answers_what_was_taken_back_per_transaction_and_move(self, story: Story) -> None:
+        def entry(key: str, kind: str, points: int, tx_id: str) -> PointsEntry:
+            return PointsEntry(key, "default", "M0001", kind, points, tx_id)
+
+        story.book.record_entries(
+            [
+                entry("accrue:T1", "accrual", 20, "T1"),
+                entry("return:R1:T1", "reversal", -5, "T1"),
+                entry("return:R2:T1", "reversal", -3, "T1"),
+                entry("accrue:T2", "accrual", 10, "T2"),
+                entry("void:V3:T3", "reversal", -7, "T3"),
+            ],
+            at=datetime.now(UTC),
+        )
+
+        assert story.book.find_reversals(["T1", "T2", "T4"]) == {
+            "T1": {"return:R1:T1": -5, "return:R2:T1": -3}
+        }
+        assert story.book.find_reversals([]) == {}
+
     def test_a_return_without_its_sale_at_the_hub_takes_nothing(self, story: Story) -> None:
         unknown = sale(7, line(1, unit_price="9.00"))
 
@@ -289,3 +336,30 @@ class TestReturns:
         story.flow.handle(story.arrive(old))
 
         assert story.entries() == [("bonus", 1000), ("accrual", 12)]
+
+
+class TestPlatformMoves:
+    def test_the_tick_reads_the_statement_at_most_every_interval_and_releases_holds_every_time(
+        self, story: Story
+    ) -> None:
+        flow = LoyaltyOrchestrator(
+            loyalty=story.loyalty,
+            transactions=story.transactions,
+            book=story.book,
+            clock=story.now,
+            statement_every=timedelta(days=400).total_seconds(),
+        )
+        flow.sweep()
+        welcome = story.book.points_by_kind()
+        hold = story.reserve(400, ttl=60)
+        story.move_clock(timedelta(days=365, seconds=1))  # the welcome points expire
+
+        flow.sweep()
+        between, saga = story.book.points_by_kind(), story.book.find_redemption(hold)
+        story.move_clock(timedelta(days=36))
+        flow.sweep()
+
+        assert welcome == between == {"default": {"bonus": 3000}}  # the expiries waited for a read
+        assert saga is not None and saga.state is RedemptionState.EXPIRED  # the hold did not
+        assert story.book.points_by_kind() == {"default": {"bonus": 3000, "expiry": -3000}}
+        assert story.platform_outstanding() == 0

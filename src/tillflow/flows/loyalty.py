@@ -185,7 +185,8 @@ def release_points(
 
 
 class LoyaltyOrchestrator:
-    """Handler of the loyalty consumer group, and the sweeper of holds its tick runs."""
+    """Handler of the loyalty consumer group, and the sweeper of holds its tick runs. The tick
+    reads the platform's statement at most every `statement_every` seconds (0: on every tick)."""
 
     def __init__(
         self,
@@ -195,21 +196,25 @@ class LoyaltyOrchestrator:
         book: LoyaltyBook,
         programs: Sequence[str] = ("default",),
         clock: Callable[[], datetime],
+        statement_every: float = 30.0,
     ) -> None:
         self.loyalty = loyalty
         self.transactions = transactions
         self.book = book
         self.programs = tuple(programs)
         self.clock = clock
+        self.statement_every = timedelta(seconds=statement_every)
+        self._statement_read: datetime | None = None  # when this sweeper last read the statements
 
     # -- the consumer's batches
 
     def handle(self, events: Sequence[LoggedEvent]) -> int:
         """The batch's accruals in one call (with those of the sales its returns and voids
         refer to, repeats if they already earned, so what is taken back was always earned
-        first), then per transaction in log order: its redemptions, and what a return or a
-        void takes back. A refused accrual is raised after the others were recorded (the
-        runner then settles the batch event by event). Returns how many steps it took."""
+        first), then what was taken back already from the sales its returns refer to, in one
+        read, then per transaction in log order: its redemptions, and what a return or a void
+        takes back. A refused accrual is raised after the others were recorded (the runner then
+        settles the batch event by event). Returns how many steps it took."""
         txs = [
             Transaction.model_validate_json(e.event.data, context=TRUSTED_CONTEXT)
             for e in events
@@ -217,14 +222,15 @@ class LoyaltyOrchestrator:
         ]
         originals = self._originals(txs)
         earned = self._accrue(txs, originals)
+        taken = self._taken_back(txs, earned)
         steps = len(earned)
         for tx in txs:
             if tx.kind is TransactionKind.VOID:
-                steps += self._void(tx, originals, earned)
+                steps += self._void(tx, originals, earned, taken)
             else:
                 steps += self._redeem(tx)
                 if tx.kind is not TransactionKind.SALE:
-                    steps += self._return(tx, originals, earned)
+                    steps += self._return(tx, originals, earned, taken)
         return steps
 
     def _originals(self, txs: Sequence[Transaction]) -> dict[str, Transaction]:
@@ -272,8 +278,27 @@ class LoyaltyOrchestrator:
             raise refused
         return earned
 
+    def _taken_back(
+        self, txs: Sequence[Transaction], earned: dict[str, PointsMove]
+    ) -> dict[str, dict[str, int]]:
+        """What was taken back already from the earning sales the batch's returns refer to, by
+        the key of each move: one read for the batch. The batch's returns and voids add their
+        own moves as they go, so a later return of the same sale sees what they took."""
+        wanted = {
+            original_id
+            for tx in txs
+            if tx.kind not in (TransactionKind.SALE, TransactionKind.VOID)
+            for original_id in returned_value(tx)
+            if original_id in earned
+        }
+        return self.book.find_reversals(sorted(wanted)) if wanted else {}
+
     def _return(
-        self, ret: Transaction, originals: dict[str, Transaction], earned: dict[str, PointsMove]
+        self,
+        ret: Transaction,
+        originals: dict[str, Transaction],
+        earned: dict[str, PointsMove],
+        taken: dict[str, dict[str, int]],
     ) -> int:
         steps = 0
         for original_id, value in returned_value(ret).items():
@@ -282,11 +307,8 @@ class LoyaltyOrchestrator:
             if original is None or accrual is None or original_id not in earned:
                 continue  # the sale earned nothing (or is unknown to the hub): nothing to take back
             key = f"return:{ret.transaction_id}:{original_id}"
-            already = -sum(
-                e.points
-                for e in self.book.find_entries([original_id])
-                if e.kind == "reversal" and e.entry_key != key
-            )
+            moves = taken.setdefault(original_id, {})  # with its own move when it is redelivered
+            already = -sum(points for k, points in moves.items() if k != key)
             basis = sum((line.amount for line in accrual.lines), Decimal(0))
             points = points_to_return(earned[original_id].points, basis, value, already)
             if points == 0:
@@ -299,11 +321,16 @@ class LoyaltyOrchestrator:
                 idempotency_key=key,
             )
             self.book.record_entries([_entry(key, "reversal", accrual, ret, move.points)], at=self.clock())
+            moves.setdefault(key, move.points)  # as the ledger: a key keeps its first move
             steps += 1
         return steps
 
     def _void(
-        self, void: Transaction, originals: dict[str, Transaction], earned: dict[str, PointsMove]
+        self,
+        void: Transaction,
+        originals: dict[str, Transaction],
+        earned: dict[str, PointsMove],
+        taken: dict[str, dict[str, int]],
     ) -> int:
         assert void.voided is not None
         sale = originals[void.voided.transaction_id]
@@ -320,6 +347,7 @@ class LoyaltyOrchestrator:
             idempotency_key=key,
         )
         self.book.record_entries([_entry(key, "reversal", accrual, void, move.points)], at=self.clock())
+        taken.setdefault(sale.transaction_id, {}).setdefault(key, move.points)
         return steps + 1
 
     # -- redemption sagas
@@ -429,8 +457,9 @@ class LoyaltyOrchestrator:
 
     def sweep(self) -> int:
         """Release the holds whose TTL ended without a commit (the platform has expired them:
-        the saga learns it), then read the platform's statement for the moves it made on its
-        own. Returns how many sagas and entries changed."""
+        the saga learns it), then, when `statement_every` has passed since it last did, read the
+        platform's statement for the moves it made on its own. Returns how many sagas and
+        entries changed."""
         changed = 0
         for saga in self.book.list_redemptions(states=[RedemptionState.HELD], expired_by=self.clock()):
             try:
@@ -443,8 +472,12 @@ class LoyaltyOrchestrator:
                     saga.hold_id, f"release after the TTL refused: {exc.reason}", at=self.clock()
                 )
             changed += 1
+        now, last = self.clock(), self._statement_read
+        if last is not None and last <= now < last + self.statement_every:
+            return changed  # read recently: the platform's own moves wait for a later tick
+        self._statement_read = now  # an attempt counts: a platform away is asked again only later
         for program in self.programs:
-            changed += read_statement(program, loyalty=self.loyalty, book=self.book, now=self.clock())
+            changed += read_statement(program, loyalty=self.loyalty, book=self.book, now=now)
         return changed
 
 

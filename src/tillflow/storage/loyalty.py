@@ -129,6 +129,18 @@ class SQLLoyaltyBook:
                 found.extend(_entry(row) for row in conn.execute(query.order_by(points_ledger.c.entry_key)))
         return found
 
+    def find_reversals(self, transaction_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        columns = (points_ledger.c.transaction_id, points_ledger.c.entry_key, points_ledger.c.points)
+        found: dict[str, dict[str, int]] = {}
+        with read_tx(self.engine) as conn:
+            for chunk in _chunks(sorted(set(transaction_ids))):
+                query = select(*columns).where(
+                    points_ledger.c.transaction_id.in_(chunk) & (points_ledger.c.kind == "reversal")
+                )
+                for tx_id, key, points in conn.execute(query):
+                    found.setdefault(tx_id, {})[key] = int(points)
+        return found
+
     def points_by_kind(self) -> dict[str, dict[str, int]]:
         columns = (points_ledger.c.program, points_ledger.c.kind)
         query = select(*columns, func.sum(points_ledger.c.points)).group_by(*columns)
