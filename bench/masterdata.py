@@ -8,7 +8,11 @@ mixed targets. All loaded through the master data store (versioned, on SQLite).
     `SELECT` of the same items, prices and promotions from the current-state tables;
 (b) the delta after 1,000 price changes (national, regional and store prices): `read_delta`
     since the version before them and its JSON body, against a plain `SELECT` of the changes
-    after that version joined with the prices of the store's scopes.
+    after that version joined with the prices of the store's scopes;
+(c) the status of the 1,200 stores after those changes (most acknowledged an older version, some
+    are up to date, a few never acknowledged): `read_sync` (which also gives each store's latest
+    version), against one plain `SELECT` counting, per store, the distinct versions after its
+    acknowledgement among its targets.
 
 Each is timed as its best run over about a second; the ratio is baseline time / our time.
 """
@@ -117,8 +121,22 @@ def _changes(rng: random.Random, stores: list[Store]) -> list[Price]:
     return out
 
 
+def _acknowledge(master: SQLMasterData, rng: random.Random, stores: list[Store], before: int) -> int:
+    """Acknowledgements as after a day of syncing: most stores at an older version (before the
+    price changes or part way through them, as a delta paged by a limit leaves a store), every
+    tenth store up to date, every 300th never; returns how many stores acknowledged."""
+    head, at, count = master.read_head(), datetime.now(UTC), 0
+    for i, store in enumerate(stores):
+        if i % 300 == 0:
+            continue
+        version = head if i % 10 == 0 else rng.randrange(before - 1_000, head)
+        master.record_ack(store.store_id, version, at=at)
+        count += 1
+    return count
+
+
 def masterdata_figures() -> list[dict[str, Any]]:
-    """The snapshot and delta figures (value: ms per store answer; ratio: baseline / ours)."""
+    """The snapshot, delta and status figures (value: ms per answer; ratio: baseline / ours)."""
     from tillflow.hub.api.masterdata import delta_body
 
     tune_gc()  # as in the hub
@@ -173,6 +191,33 @@ def masterdata_figures() -> list[dict[str, Any]]:
         if delta_rows != plain_rows:
             raise RuntimeError(f"the delta has {delta_rows} entries, the plain query {plain_rows}")
         delta_ours, delta_base = _best(delta), _best(plain_delta)
+
+        acked = _acknowledge(master, rng, stores, before)
+        raw.execute("CREATE TEMP TABLE bench_stores (store_id TEXT PRIMARY KEY, region TEXT, brand TEXT)")
+        raw.executemany(
+            "INSERT INTO bench_stores VALUES (?, ?, ?)", [(s.store_id, s.region, s.brand) for s in stores]
+        )
+        behind_sql = (
+            "SELECT s.store_id, COUNT(DISTINCT t.version) FROM bench_stores s"
+            " LEFT JOIN master_acks a ON a.store_id = s.store_id"
+            " LEFT JOIN master_targets t"
+            " ON t.target IN ('*', 'store:' || s.store_id, 'region:' || s.region, 'brand:' || s.brand)"
+            " AND t.version > COALESCE(a.version, 0)"
+            " GROUP BY s.store_id"
+        )
+
+        def plain_status() -> dict[str, int]:
+            return dict(raw.execute(behind_sql).fetchall())
+
+        def status() -> dict[str, int]:
+            return {s.store_id: s.behind for s in master.read_sync(stores)}
+
+        ours, plain = status(), plain_status()
+        if ours != plain:
+            wrong = sorted(k for k in ours if ours[k] != plain.get(k))
+            raise RuntimeError(f"read_sync and the plain query disagree on {len(wrong)} stores: {wrong[:5]}")
+        behind = sum(ours.values())
+        status_ours, status_base = _best(status), _best(plain_status)
         raw.close()
         engine.dispose()
     finally:
@@ -180,6 +225,11 @@ def masterdata_figures() -> list[dict[str, Any]]:
     return [
         _figure(f"store snapshot ({snapshot_rows} records)", snap_ours, snap_base),
         _figure(f"store delta after {CHANGES} price changes ({delta_rows} records)", delta_ours, delta_base),
+        _figure(
+            f"status of {STORES} stores ({acked} acknowledged, {behind} changes not acknowledged)",
+            status_ours,
+            status_base,
+        ),
     ]
 
 

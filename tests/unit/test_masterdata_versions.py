@@ -23,10 +23,10 @@ from sqlalchemy import Engine
 
 from tillflow.flows.masterdata import applies_to
 from tillflow.model import Product, Store
-from tillflow.model.masterdata import MasterKind, Price, Promotion, PromotionKind
+from tillflow.model.masterdata import MasterKind, Price, Promotion, PromotionKind, key_of
 from tillflow.ports import MasterDelta, MasterOutcome
 from tillflow.storage.db import create_state_engine, sqlite_url
-from tillflow.storage.masterdata import SQLMasterData, key_of
+from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.tables import metadata
 
 AT = datetime(2026, 3, 1, 12, tzinfo=UTC)

@@ -16,6 +16,7 @@ from typing import Annotated, Self
 from pydantic import AfterValidator, Field, model_validator
 
 from tillflow.model.base import Canonical, CurrencyCode, Ident
+from tillflow.model.catalog import Product
 from tillflow.model.money import Dec, check_minor_units
 
 
@@ -102,6 +103,15 @@ class Promotion(Canonical):
         ):
             raise ValueError("buy, pay: multi_buy needs buy > pay")
         return self
+
+
+def key_of(record: Product | Price | Promotion) -> str:
+    """The key a record replaces: the SKU, `Price.key` or the promotion id."""
+    if isinstance(record, Price):
+        return record.key
+    if isinstance(record, Promotion):
+        return record.promotion_id
+    return record.sku
 
 
 class MasterKind(StrEnum):

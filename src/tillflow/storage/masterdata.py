@@ -18,6 +18,11 @@ A store's delta since V up to W, per key changed in (V, W]:
 - else nothing: keys that came and went inside (V, W], or never concerned the store.
 Both are index ranges over the store's targets in (V, W]: a snapshot reads no history it does
 not return, and a delta reads nothing up to V.
+
+A store's status counts the changes that name one of its targets after the version it
+acknowledged. Each target's range is counted once for all the stores, cut at the versions they
+acknowledged; a change that names several of a store's targets (only a promotion's can) counts
+once for it.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 
 from tillflow.model import Product, Store
-from tillflow.model.masterdata import MasterKind, Price, Promotion
+from tillflow.model.masterdata import MasterKind, Price, Promotion, key_of
 from tillflow.ports import MasterDelta, MasterEntry, MasterOutcome, MasterSyncState
 from tillflow.storage.db import lock_for_append, read_tx, write_tx
 from tillflow.storage.sql import from_us, insert_for, insert_rows, to_us
@@ -60,15 +65,6 @@ def record_targets(record: Product | Price | Promotion) -> set[str]:
 def store_targets(store: Store) -> tuple[str, ...]:
     """The targets of a store: a record applies to it when one of its targets is among these."""
     return (ALL, f"store:{store.store_id}", f"region:{store.region}", f"brand:{store.brand}")
-
-
-def key_of(record: Product | Price | Promotion) -> str:
-    """The key a record replaces: the SKU, `Price.key` or the promotion id."""
-    if isinstance(record, Price):
-        return record.key
-    if isinstance(record, Promotion):
-        return record.promotion_id
-    return record.sku
 
 
 class _Kind:
@@ -260,48 +256,29 @@ class SQLMasterData:
             return int(acked.scalar_one())
 
     def read_sync(self, stores: Sequence[Store]) -> list[MasterSyncState]:
-        t = master_targets.c
         with read_tx(self.engine) as conn:
             acks = {r.store_id: r for r in conn.execute(select(master_acks))}
-            # a change counts once per store even when several of the store's targets name it:
-            # those few changes (several targets) are read once, the rest counted per target
-            shared = select(t.version).group_by(t.version).having(func.count() > 1).subquery()
-            several: dict[int, set[str]] = {}
-            for version, target in conn.execute(
-                select(t.version, t.target).where(t.version.in_(select(shared)))
-            ):
-                several.setdefault(version, set()).add(target)
-            counts: dict[tuple[str, int], int] = {}
-            latest: dict[str, int] = {}
-
-            def count(target: str, after: int) -> int:
-                if (target, after) not in counts:
-                    found = conn.execute(select(func.count()).where(t.target == target, t.version > after))
-                    counts[(target, after)] = int(found.scalar_one())
-                return counts[(target, after)]
-
-            def last(target: str) -> int:
-                if target not in latest:
-                    latest[target] = int(
-                        conn.execute(select(func.max(t.version)).where(t.target == target)).scalar_one() or 0
-                    )
-                return latest[target]
-
-            out = []
+            acked = {s.store_id: int(acks[s.store_id].version) if s.store_id in acks else 0 for s in stores}
+            since: dict[str, set[int]] = {}  # per target: the versions its stores acknowledged
             for store in stores:
-                ack = acks.get(store.store_id)
-                acked = 0 if ack is None else int(ack.version)
-                mine = set(store_targets(store))
-                repeats = sum(max(len(ts & mine) - 1, 0) for v, ts in several.items() if v > acked)
-                out.append(
-                    MasterSyncState(
-                        store_id=store.store_id,
-                        acked_version=acked,
-                        acked_at=None if ack is None else from_us(ack.acked_us),
-                        latest_version=max(last(target) for target in mine),
-                        behind=sum(count(target, acked) for target in mine) - repeats,
-                    )
+                for target in store_targets(store):
+                    since.setdefault(target, set()).add(acked[store.store_id])
+            counts, latest = _count_after(conn, since)
+            several = _several_targets(conn, min(acked.values(), default=0))
+        out = []
+        for store in stores:
+            ack, version, mine = acks.get(store.store_id), acked[store.store_id], store_targets(store)
+            # a change counts once even when several of the store's targets name it
+            named = [v for target in mine for v in several.get(target, ()) if v > version]
+            out.append(
+                MasterSyncState(
+                    store_id=store.store_id,
+                    acked_version=version,
+                    acked_at=None if ack is None else from_us(ack.acked_us),
+                    latest_version=max(latest[target] for target in mine),
+                    behind=sum(counts[(target, version)] for target in mine) - len(named) + len(set(named)),
                 )
+            )
         return out
 
 
@@ -321,6 +298,77 @@ def _fetch(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
         return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+def _count_after(
+    conn: Connection, since: dict[str, set[int]]
+) -> tuple[dict[tuple[str, int], int], dict[str, int]]:
+    """Per target and each of its versions in `since`: how many changes name the target after
+    that version; and per target, its latest version (0: none).
+
+    Each target's range is read once, cut at those versions: one count per piece between two of
+    them (or the head), summed from the end."""
+    head, mark = _head(conn), _mark(conn)
+    pieces: list[tuple[str, int, int]] = []  # (target, low, high): its changes in (low, high]
+    for target, versions in since.items():
+        edges = sorted(versions)
+        ends = [*edges[1:], max(head, edges[-1])]
+        pieces.extend((target, low, high) for low, high in zip(edges, ends, strict=True))
+    found: dict[tuple[str, int], int] = {}
+    latest: dict[str, int] = {}
+    step = CHUNK // 3
+    for start in range(0, len(pieces), step):
+        chunk = pieces[start : start + step]
+        rows = _fetch(
+            conn,
+            f"WITH p(target, low, high) AS (VALUES {', '.join([f'({mark}, {mark}, {mark})'] * len(chunk))})"
+            " SELECT p.target, p.low,"
+            " (SELECT COUNT(*) FROM master_targets t"
+            "  WHERE t.target = p.target AND t.version > p.low AND t.version <= p.high),"
+            " (SELECT MAX(t.version) FROM master_targets t WHERE t.target = p.target)"
+            " FROM p",
+            tuple(value for piece in chunk for value in piece),
+        )
+        for target, low, count, last in rows:
+            found[(target, int(low))] = int(count)
+            latest[target] = int(last or 0)
+    counts: dict[tuple[str, int], int] = {}
+    for target, versions in since.items():
+        total = 0
+        for after in sorted(versions, reverse=True):
+            total += found[(target, after)]
+            counts[(target, after)] = total
+    return counts, latest
+
+
+def _several_targets(conn: Connection, after: int) -> dict[str, list[int]]:
+    """Per target: the changes after `after` that name it among others.
+
+    Only a promotion's change has several targets (a price's key holds its scope, an item
+    applies everywhere): those of its record and of the record before it, as `_record` and
+    `withdraw_records` write them."""
+    c, before = master_changes.c, master_changes.alias("before")
+    rows = conn.execute(
+        select(c.version, c.record, before.c.record)
+        .select_from(master_changes.outerjoin(before, before.c.version == c.previous))
+        .where(c.kind == MasterKind.PROMOTION.value, c.version > after)
+    )
+    parsed: dict[str, set[str]] = {}
+
+    def targets(record: str | None) -> set[str]:
+        if record is None:
+            return set()
+        if record not in parsed:
+            parsed[record] = record_targets(PROMOTIONS.parse(record))
+        return parsed[record]
+
+    out: dict[str, list[int]] = {}
+    for version, record, previous in rows:
+        named = targets(record) | targets(previous)
+        if len(named) > 1:
+            for target in named:
+                out.setdefault(target, []).append(int(version))
+    return out
 
 
 def _current(conn: Connection, spec: _Kind, keys: Sequence[str]) -> dict[str, str]:
