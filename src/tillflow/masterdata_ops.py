@@ -1,26 +1,23 @@
 """Master data from the command line: `tillflow masterdata import FILE --kind items|prices|promotions`
-and `tillflow masterdata status`.
+and `tillflow masterdata status` (`tillflow products import FILE` is `masterdata import --kind items`).
 
 Import reads JSON (a list, or JSON lines) or CSV with a header (the record's field names; list
-fields — gtins, skus, departments, stores, regions, brands — separated by `;` or spaces; empty
-cells take the defaults). Each row is validated with the canonical model; refused rows go to the
-quarantine report with the row, field and reason, the rest load through the same store code as
-the batch APIs (every change versioned). They work on the hub's state store (`--config` /
+fields — gtins, skus, departments, stores, regions, brands — separated by `;` or spaces;
+conversions as `G=0.001;EA=0.5`; empty cells take the defaults), all with the one reader of
+`tillflow.formats.products`. Each row is validated with the canonical model; refused rows go to
+the quarantine report with the row, field and reason, the rest load through the same store code
+as the batch APIs (every change versioned). They work on the hub's state store (`--config` /
 `--data-dir`, as the other operations).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-import orjson
 import typer
 
 from tillflow.ops import ConfigOpt, DataDirOpt, JsonOpt, _day, emit, err, opened
@@ -31,60 +28,19 @@ masterdata_app = typer.Typer(
 CHUNK = 1000  # records per commit
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 2, 3
 KINDS = ("items", "prices", "promotions")
-LISTS = frozenset({"gtins", "skus", "departments", "stores", "regions", "brands"})
-_SEPARATORS = re.compile(r"[;\s]+")
-
-
-def read_rows(data: bytes, name: str, fmt: str | None) -> Iterator[tuple[int, str, Any]]:
-    """(position, locator, raw record) of each record; a record that cannot be read is a
-    ValueError in place of the record. Raises ValueError when the input is unreadable."""
-    if fmt is None:
-        lowered = name.lower()
-        fmt = "json" if lowered.endswith((".json", ".jsonl", ".ndjson")) else "csv"
-        if data.lstrip()[:1] in (b"[", b"{"):
-            fmt = "json"
-    if fmt == "json":
-        text = data.strip()
-        if text.startswith(b"["):
-            try:
-                records = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise ValueError(f"{name}: not JSON: {exc}") from exc
-            for i, record in enumerate(records, 1):
-                yield i, f"[{i - 1}]", record
-            return
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    yield i, f"line {i}", orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield i, f"line {i}", ValueError(f"not JSON: {exc}")
-        return
-    try:
-        reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{name}: not UTF-8 text: {exc}") from exc
-    for i, row in enumerate(reader, 1):
-        if None in row:
-            yield i, f"line {reader.line_num}", ValueError("more cells than columns")
-            continue
-        fields: dict[str, Any] = {}
-        for key, value in row.items():
-            cell = (value or "").strip()
-            if cell:
-                column = key.strip()
-                fields[column] = [v for v in _SEPARATORS.split(cell) if v] if column in LISTS else cell
-        yield i, f"line {reader.line_num}", fields
+FileArg = Annotated[Path, typer.Argument(help="a CSV (with a header) or JSON (list or lines) file")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="csv or json (default: detected)")]
+ReportOpt = Annotated[
+    Path, typer.Option("--report", help="the quarantine report (CSV), written when a row is refused")
+]
 
 
 @masterdata_app.command("import")
 def masterdata_import(
-    file: Annotated[Path, typer.Argument(help="a CSV (with a header) or JSON (list or lines) file")],
+    file: FileArg,
     kind: Annotated[str, typer.Option("--kind", help="items, prices or promotions")],
-    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: detected)")] = None,
-    report: Annotated[
-        Path, typer.Option("--report", help="the quarantine report (CSV), written when a row is refused")
-    ] = Path("quarantine.csv"),
+    fmt: FormatOpt = None,
+    report: ReportOpt = Path("quarantine.csv"),
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -94,6 +50,19 @@ def masterdata_import(
     if kind not in KINDS:
         err.print(f"[red]--kind is items, prices or promotions, not {kind}[/red]")
         raise typer.Exit(EXIT_USAGE)
+    import_records(file, kind, fmt, report, config, data_dir, as_json)
+
+
+def import_records(
+    file: Path,
+    kind: str,
+    fmt: str | None,
+    report: Path,
+    config: Path | None,
+    data_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """The import of one file of `kind` (one of KINDS); always ends with `typer.Exit`."""
     if fmt not in (None, "csv", "json"):
         err.print(f"[red]--format is csv or json, not {fmt}[/red]")
         raise typer.Exit(EXIT_USAGE)
@@ -101,23 +70,26 @@ def masterdata_import(
         err.print(f"[red]no such file: {file}[/red]")
         raise typer.Exit(EXIT_USAGE)
     # imported here: every process of the hub starts through the command line, none needs them
-    from pydantic import BaseModel, ValidationError
+    from pydantic import BaseModel
 
-    from tillflow.formats.records import field_path
+    from tillflow.errors import FormatError
+    from tillflow.formats.products import RecordFormat, parse_records
+    from tillflow.formats.records import Quarantined
     from tillflow.importer import QuarantineReport
     from tillflow.model import Product
     from tillflow.model.masterdata import Price, Promotion
     from tillflow.ports import MasterOutcome
 
     models: dict[str, type[BaseModel]] = {"items": Product, "prices": Price, "promotions": Promotion}
-    model = models[kind]
-    quarantine = QuarantineReport(report)
-    counts: Counter[str] = Counter()
     try:
-        rows = list(read_rows(file.read_bytes(), file.name, fmt))
-    except ValueError as exc:
+        parsed = parse_records(
+            file.read_bytes(), name=file.name, model=models[kind], fmt=cast(RecordFormat | None, fmt)
+        )
+    except FormatError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(EXIT_USAGE) from exc
+    quarantine = QuarantineReport(report)
+    counts: Counter[str] = Counter()
     try:
         with opened(config, data_dir) as services:
             master = services.masterdata
@@ -133,20 +105,14 @@ def masterdata_import(
                 counts.update(o.value for o in store(pending, at=datetime.now(UTC)))
                 pending.clear()
 
-            for index, locator, raw in rows:
+            for record in parsed:
                 counts["read"] += 1
-                try:
-                    if isinstance(raw, ValueError):
-                        raise raw
-                    pending.append(model.model_validate(raw))
-                except ValidationError as exc:
-                    first = exc.errors(include_url=False, include_input=False)[0]
-                    reason = str(first["msg"]).removeprefix("Value error, ")
-                    quarantine.add(file.name, index, locator, "parse", field_path(first["loc"]), reason, {})
+                if isinstance(record, Quarantined):
+                    src = record.source
+                    quarantine.add(src.name, src.index, src.locator, "parse", record.field, record.reason, {})
                     counts["quarantined"] += 1
-                except ValueError as exc:
-                    quarantine.add(file.name, index, locator, "parse", "$", str(exc), {})
-                    counts["quarantined"] += 1
+                    continue
+                pending.append(record)
                 if len(pending) >= CHUNK:
                     flush()
             if pending:
@@ -193,10 +159,15 @@ def masterdata_compliance(
     as_json: JsonOpt = False,
 ) -> None:
     """What departs from the promotion calendar: each deviation of the day (unauthorised
-    discounts, promotions not applied), per store. Exits 1 when there is any."""
+    discounts, promotions not applied), per store, and the stores whose day reaches
+    `hub.compliance_alert_deviations`. Exits 1 when there is any deviation."""
+    from tillflow.flows.compliance import alerting, summarise
+
     business_day = _day(day)
     with opened(config, data_dir) as services:
         found = services.deviations.find_deviations(business_day, store)
+        threshold = services.config.hub.compliance_alert_deviations
+    alerts = [d.store_id for d in alerting(summarise(found), threshold)]
     rows = [
         {
             "store": d.store_id,
@@ -209,6 +180,9 @@ def masterdata_compliance(
         }
         for d in found
     ]
-    emit(rows, as_json, f"promotion compliance {business_day}: {len(rows)} deviation(s)")
+    title = f"promotion compliance {business_day}: {len(rows)} deviation(s)"
+    if alerts:
+        title += f"; alert (≥ {threshold} in a store-day): {', '.join(alerts)}"
+    emit(rows, as_json, title)
     if rows:
         raise typer.Exit(1)

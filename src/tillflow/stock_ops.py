@@ -1,88 +1,40 @@
-"""Stock from the command line: `tillflow products import FILE`, `tillflow inventory alerts`,
-`tillflow inventory status --day D` and `tillflow inventory retry BATCH`.
+"""Stock from the command line: `tillflow products import FILE` (an alias of `tillflow masterdata
+import FILE --kind items`), `tillflow inventory alerts`, `tillflow inventory status --day D` and
+`tillflow inventory retry BATCH`.
 
 They work on the hub's state store (`--config` / `--data-dir`, as the other operations).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
 
-from tillflow.errors import FormatError
-from tillflow.model import Product
+from tillflow.masterdata_ops import FileArg, FormatOpt, ReportOpt, import_records
 from tillflow.ops import ConfigOpt, DataDirOpt, JsonOpt, _day, emit, err, opened, out
 
 products_app = typer.Typer(help="The product master: import products.", no_args_is_help=True)
 inventory_app = typer.Typer(
     help="Stock: alerts, goods movements sent to the ERP per store-day.", no_args_is_help=True
 )
-CHUNK = 1000  # products per commit
-EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 2, 3
 
 
 @products_app.command("import")
 def products_import(
-    file: Annotated[Path, typer.Argument(help="a CSV (with a header) or JSON (list or lines) file")],
-    fmt: Annotated[str | None, typer.Option("--format", help="csv or json (default: detected)")] = None,
-    report: Annotated[
-        Path, typer.Option("--report", help="the quarantine report (CSV), written when a row is refused")
-    ] = Path("quarantine.csv"),
+    file: FileArg,
+    fmt: FormatOpt = None,
+    report: ReportOpt = Path("quarantine.csv"),
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Load products into the master (create or replace by SKU); refused rows go to the
-    quarantine report with the row, field and reason. Exit 3 when some were refused."""
-    if fmt not in (None, "csv", "json"):
-        err.print(f"[red]--format is csv or json, not {fmt}[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    if not file.is_file():
-        err.print(f"[red]no such file: {file}[/red]")
-        raise typer.Exit(EXIT_USAGE)
-    # imported here: every process of the hub starts through the command line, none needs them
-    from tillflow.formats.products import ProductFormat, parse_products
-    from tillflow.formats.records import Quarantined
-    from tillflow.importer import QuarantineReport
-
-    quarantine = QuarantineReport(report)
-    counts: Counter[str] = Counter()
-    try:
-        with opened(config, data_dir) as services, file.open("rb") as stream:
-            pending: list[Product] = []
-
-            def flush() -> None:
-                changes = services.products.record_products(pending, at=datetime.now(UTC))
-                counts.update(c.value for c in changes)
-                pending.clear()
-
-            for parsed in parse_products(stream, name=file.name, fmt=cast(ProductFormat | None, fmt)):
-                counts["read"] += 1
-                if isinstance(parsed, Quarantined):
-                    counts["quarantined"] += 1
-                    src = parsed.source
-                    quarantine.add(src.name, src.index, src.locator, "parse", parsed.field, parsed.reason, {})
-                    continue
-                pending.append(parsed)
-                if len(pending) >= CHUNK:
-                    flush()
-            if pending:
-                flush()
-    except FormatError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(EXIT_USAGE) from exc
-    finally:
-        quarantine.close()
-    row = {k: counts.get(k, 0) for k in ("read", "created", "updated", "unchanged", "quarantined")}
-    emit([{"file": file.name, **row}], as_json, "tillflow products import")
-    if quarantine.rows:
-        err.print(f"{quarantine.rows} refused rows: see the quarantine report {quarantine.path}")
-    raise typer.Exit(EXIT_PARTIAL if counts["quarantined"] else EXIT_OK)
+    """Load products into the master (create or replace by SKU; every change gets a version):
+    `masterdata import --kind items` under its former name. Refused rows go to the quarantine
+    report with the row, field and reason. Exit 3 when some were refused."""
+    import_records(file, "items", fmt, report, config, data_dir, as_json)
 
 
 @inventory_app.command("alerts")

@@ -9,59 +9,29 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from tests.builders import DAY, line, sale
-from tests.servers import free_port
-from tillflow.bootstrap import bootstrap
-from tillflow.config import HubSettings, TillflowConfig, dump_config
+from tests.e2e.conftest import RunningHub, hub_process
+from tillflow.config import HubSettings, TillflowConfig
 from tillflow.model import Transaction
-from tillflow.processes import HubProcess
 from tillflow.sim.pos import demo_stores
 
 CLI = (sys.executable, "-m", "tillflow.cli")
 
 
-@dataclass
-class Running:
-    url: str
-    keys: dict[str, str]
-    config_path: Path
-
-    def client(self, who: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {self.keys[who]}"}, timeout=30
-        )
-
-
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    tmp = tmp_path_factory.mktemp("compliance")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+    """A hub for stores S001 and S002 that judges discounts against the promotion calendar."""
     config = TillflowConfig(
-        hub=HubSettings(data_dir=tmp, port=free_port(), promotion_compliance=True), stores=demo_stores(2)
+        hub=HubSettings(promotion_compliance=True, compliance_alert_deviations=2), stores=demo_stores(2)
     )
-    config_path = tmp / "tillflow.yaml"
-    config_path.write_text(dump_config(config))
-    services = bootstrap(config)
-    keys = {
-        "S001": services.keys.create_key(store_id="S001"),
-        "S002": services.keys.create_key(store_id="S002"),
-        "admin": services.keys.create_key(admin=True),
-    }
-    services.close()
-    hub = HubProcess(config_path, tmp / "hub.log", f"http://127.0.0.1:{config.hub.port}")
-    try:
-        hub.wait_ready()
-        yield Running(hub.url, keys, config_path)
-    finally:
-        hub.stop()
+    with hub_process(tmp_path_factory.mktemp("compliance"), config) as hub:
+        yield hub
 
 
 def discounted(sequence: int, sku: str, amount: str, promotion_id: str | None) -> Transaction:
@@ -75,7 +45,7 @@ def discounted(sequence: int, sku: str, amount: str, promotion_id: str | None) -
     return Transaction.model_validate(body)
 
 
-def test_deviations_are_found_and_reported_per_store_day(running: Running) -> None:
+def test_deviations_are_found_and_reported_per_store_day(running: RunningHub) -> None:
     promotion = {
         "promotion_id": "WINTER-10",
         "kind": "percent_off",
@@ -87,7 +57,11 @@ def test_deviations_are_found_and_reported_per_store_day(running: Running) -> No
     clean = discounted(1, "GRO-0001", "1.00", "WINTER-10")
     unauthorised = discounted(2, "GRO-0002", "2.00", "STAFF")
     skipped = sale(3, line(1, "GRO-0001", unit_price="10.00"))
-    with running.client("admin") as admin, running.client("S001") as s001, running.client("S002") as s002:
+    with (
+        running.client(running.admin) as admin,
+        running.client(running.keys["S001"]) as s001,
+        running.client(running.keys["S002"]) as s002,
+    ):
         loaded = admin.put("/v1/promotions", json=[promotion])
         sent = s001.post(
             "/v1/transactions",
@@ -111,6 +85,7 @@ def test_deviations_are_found_and_reported_per_store_day(running: Running) -> No
     [store_day] = report["store_days"]
     assert store_day["store_id"] == "S001"
     assert store_day["counts"] == {"unauthorised_discount": 1, "promotion_not_applied": 1}
+    assert (report["alerts"], store_day["alert"]) == (["S001"], True)  # two reach the threshold
     by_kind = {d["kind"]: d for d in store_day["deviations"]}
     assert (
         by_kind["unauthorised_discount"]["transaction_id"],

@@ -1,6 +1,7 @@
 """The product master and stock counts over HTTP and from the command line, against a real hub
-process: PUT /v1/products answers per row, POST /v1/inventory/counts sets a position once,
-another store's key is refused, an invalid count is a problem naming the field."""
+process: PUT /v1/products answers per row exactly as PUT /v1/items (its alias), `products import`
+as `masterdata import --kind items`, POST /v1/inventory/counts sets a position once, another
+store's key is refused, an invalid count is a problem naming the field."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -37,29 +39,52 @@ def wait_position(hub: RunningHub, sku: str, timeout: float = 30) -> str:
     raise AssertionError(f"{sku} never got a position")
 
 
+def product_rows(prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"sku": f"{prefix}-CHEESE", "uom": "KG", "description": "Gouda"},
+        {"sku": f"{prefix}-BAD", "uom": "BOX"},
+        {"sku": f"{prefix}-MELON", "conversions": {"KG": "0.5"}},
+    ]
+
+
+def without_prefix(body: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """An answer to a load with the SKU prefix of its rows and the version left out."""
+    results = [{**r, "key": r["key"].removeprefix(prefix)} for r in body["results"]]
+    return {**body, "results": results, "version": None}
+
+
 class TestProductsOverHttp:
-    def test_put_answers_per_row_and_get_reads_back(self, hub: RunningHub) -> None:
-        rows = [
-            {"sku": "E2E-CHEESE", "uom": "KG", "description": "Gouda"},
-            {"sku": "E2E-BAD", "uom": "BOX"},
-            {"sku": "E2E-MELON", "conversions": {"KG": "0.5"}},
-        ]
+    def test_put_answers_per_row_as_put_items_and_get_reads_back(self, hub: RunningHub) -> None:
         with hub.client(hub.admin) as admin:
-            answer = admin.put("/v1/products", json=rows)
-            again = admin.put("/v1/products", json=rows[:1])
-            got = admin.get("/v1/products/E2E-MELON")
+            products = admin.put("/v1/products", json=product_rows("E2E-P"))
+            items = admin.put("/v1/items", json=product_rows("E2E-I"))
+            again = admin.put("/v1/items", json=product_rows("E2E-P")[:1])
+            got = admin.get("/v1/products/E2E-P-MELON")
             missing = admin.get("/v1/products/E2E-NONE")
         with hub.client(hub.keys["S001"]) as store:
-            refused = store.put("/v1/products", json=rows)
+            refused = store.put("/v1/products", json=product_rows("E2E-S"))
+            delta = store.get("/v1/stores/S001/masterdata", params={"since": 0})
 
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["summary"] == {"created": 2, "updated": 0, "unchanged": 0, "invalid": 1}
-        assert body["results"][1]["errors"][0]["field"] == "uom"
+        assert products.status_code == items.status_code == 200, products.text
+        body = products.json()
+        assert without_prefix(body, "E2E-P") == without_prefix(items.json(), "E2E-I")
+        assert body["summary"] == {
+            "created": 2,
+            "updated": 0,
+            "unchanged": 0,
+            "withdrawn": 0,
+            "absent": 0,
+            "invalid": 1,
+        }
+        bad = body["results"][1]
+        assert (bad["status"], bad["key"], bad["errors"][0]["field"]) == ("invalid", "E2E-P-BAD", "uom")
+        assert bad["type"].endswith("/invalid-record") and bad["title"] == "Invalid record"
         assert again.json()["results"][0]["status"] == "unchanged"
         assert got.json()["conversions"] == {"KG": "0.5"}
         assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM
         assert refused.status_code == 403
+        versioned = {(kind, key) for _, kind, key, _ in delta.json()["changes"]}
+        assert {("item", "E2E-P-CHEESE"), ("item", "E2E-P-MELON")} <= versioned
 
 
 class TestCountsOverHttp:
@@ -135,30 +160,46 @@ class TestCountsOverHttp:
         assert "E2E-NEG" in {row["sku"] for row in orjson.loads(shown.stdout)}
 
 
+def import_cli(hub: RunningHub, *command: str, report: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CLI, *command, "--report", str(report), "--json", "--data-dir", str(hub.data_dir)],
+        capture_output=True,
+    )
+
+
 class TestProductsImportCli:
     def test_a_bad_row_is_quarantined_and_the_rest_load(self, hub: RunningHub, tmp_path: Path) -> None:
         csv = tmp_path / "master.csv"
         csv.write_text("sku,uom,conversions\nE2E-CLI-1,KG,\nE2E-CLI-2,EA,KG=oops\nE2E-CLI-3,EA,G=0.002\n")
         report = tmp_path / "quarantine.csv"
 
-        run = subprocess.run(
-            [
-                *CLI,
-                "products",
-                "import",
-                str(csv),
-                "--report",
-                str(report),
-                "--json",
-                "--data-dir",
-                str(hub.data_dir),
-            ],
-            capture_output=True,
-        )
+        run = import_cli(hub, "products", "import", str(csv), report=report)
 
         assert run.returncode == 3, run.stderr
         [summary] = orjson.loads(run.stdout)
-        assert (summary["created"], summary["quarantined"]) == (2, 1)
+        assert (summary["kind"], summary["created"], summary["quarantined"]) == ("items", 2, 1)
         assert "E2E-CLI-2" not in report.read_text() and "conversions" in report.read_text()
         with hub.client(hub.admin) as admin:
             assert admin.get("/v1/products/E2E-CLI-3").json()["conversions"] == {"G": "0.002"}
+
+    def test_it_answers_as_masterdata_import_of_items(self, hub: RunningHub, tmp_path: Path) -> None:
+        rows = "sku,uom,gtins,conversions\n{p}-1,KG,,G=0.001\n{p}-2,BOX,,\n{p}-3,EA,40123456;40123457,KG=2\n"
+        products, items = tmp_path / "products.csv", tmp_path / "items.csv"
+        products.write_text(rows.format(p="E2E-ALIAS-P"))
+        items.write_text(rows.format(p="E2E-ALIAS-I"))
+
+        by_alias = import_cli(hub, "products", "import", str(products), report=tmp_path / "p.csv")
+        by_kind = import_cli(
+            hub, "masterdata", "import", str(items), "--kind", "items", report=tmp_path / "i.csv"
+        )
+
+        assert (by_alias.returncode, by_kind.returncode) == (3, 3), by_alias.stderr
+        [alias_row], [kind_row] = orjson.loads(by_alias.stdout), orjson.loads(by_kind.stdout)
+        assert kind_row["version"] > alias_row["version"]
+        ignored = {"file": None, "version": None}
+        assert {**alias_row, **ignored} == {**kind_row, **ignored}
+        assert (kind_row["read"], kind_row["created"], kind_row["quarantined"]) == (3, 2, 1)
+        report = (tmp_path / "p.csv").read_text().replace("products.csv", "items.csv")
+        assert report == (tmp_path / "i.csv").read_text()
+        with hub.client(hub.admin) as admin:
+            assert admin.get("/v1/products/E2E-ALIAS-P-3").json()["gtins"] == ["40123456", "40123457"]

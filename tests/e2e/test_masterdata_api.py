@@ -1,6 +1,7 @@
 """Master data over HTTP against a real hub process: loads answer per row (refused rows as
 problem details), each store gets its own delta (another store's key is refused), acks move the
-status, a withdrawal reaches the store, the price lookup, and the import from the command line."""
+status, a withdrawal reaches the store, the price lookup, and the import from the command line
+(prices, and items with their unit conversions)."""
 
 from __future__ import annotations
 
@@ -154,3 +155,35 @@ class TestImport:
         assert (row["read"], row["created"], row["quarantined"]) == (3, 2, 1)
         assert "line 3" in report.read_text() and "price" in report.read_text()
         assert found.json()["price"]["price"] == "4.50"
+
+    def test_a_csv_of_items_loads_with_its_unit_conversions(self, hub: RunningHub, tmp_path: Path) -> None:
+        source = tmp_path / "items.csv"
+        source.write_text(
+            "sku,description,uom,gtins,conversions\n"
+            "MD-F,Cheese,KG,4012345678901,G=0.001\n"
+            "MD-G,Apples,EA,,KG=5;LB=2.27\n"
+            "MD-H,Pears,EA,,KG=oops\n"
+        )
+        report = tmp_path / "quarantine.csv"
+        config = str(hub.data_dir / "tillflow.yaml")
+
+        done = subprocess.run(
+            [*CLI, "masterdata", "import", str(source), "--kind", "items", "--config", config,
+             "--report", str(report), "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        with hub.client(hub.admin) as admin:
+            cheese = admin.get("/v1/products/MD-F").json()
+            apples = admin.get("/v1/products/MD-G").json()
+            pears = admin.get("/v1/products/MD-H")
+        with hub.client(hub.keys["S001"]) as s1:
+            snapshot = keys_of(s1.get("/v1/stores/S001/masterdata", params={"since": 0}).json())
+
+        assert done.returncode == 3, done.stderr
+        [row] = json.loads(done.stdout)
+        assert (row["kind"], row["read"], row["created"], row["quarantined"]) == ("items", 3, 2, 1)
+        assert (cheese["conversions"], cheese["gtins"]) == ({"G": "0.001"}, ["4012345678901"])
+        assert apples["conversions"] == {"KG": "5", "LB": "2.27"}
+        assert snapshot[("item", "MD-G")]["conversions"] == {"KG": "5", "LB": "2.27"}
+        assert pears.status_code == 404
+        assert "line 4" in report.read_text() and "conversions" in report.read_text()

@@ -18,8 +18,9 @@ from tillflow.formats.records import Quarantined
 from tillflow.hub.api.inventory import count_event
 from tillflow.model import LoggedEvent, Product, StockCount, Transaction, UnitOfMeasure
 from tillflow.model.events import transaction_completed
-from tillflow.ports import AlertKind, ProductChange, Verdict
+from tillflow.ports import AlertKind, MasterOutcome, Verdict
 from tillflow.storage.inventory import SQLInventoryLedger
+from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.products import SQLProductCatalog
 
 CSV = b"""sku,description,department,item_type,uom,gtins,tax_code,cost,cost_currency,conversions
@@ -35,6 +36,7 @@ class Shop:
         self.log = SQLEventLog(engine)
         self.ledger = SQLInventoryLedger(engine)
         self.catalog = SQLProductCatalog(engine)
+        self.master = SQLMasterData(engine)
 
     def ring_up(self, *txs: Transaction) -> None:
         self.log.append_events(
@@ -76,10 +78,10 @@ class TestImport:
         products = [p for p in parsed if isinstance(p, Product)]
         [bad] = [p for p in parsed if isinstance(p, Quarantined)]
 
-        changes = shop.catalog.record_products(products, at=datetime.now(UTC))
+        changes = shop.master.record_items(products, at=datetime.now(UTC))
 
         assert (bad.source.index, bad.field) == (3, "uom")
-        assert changes == [ProductChange.CREATED] * 3
+        assert changes == [MasterOutcome.CREATED] * 3
         found = shop.catalog.find_products(["CHE-0001", "APP-0001", "SVC-0001", "BAD-0001"])
         assert sorted(found) == ["APP-0001", "CHE-0001", "SVC-0001"]
         assert found["APP-0001"].conversions == {UnitOfMeasure.KILOGRAM: Decimal(5)}
@@ -87,17 +89,17 @@ class TestImport:
 
     def test_importing_again_changes_only_what_differs(self, shop: Shop) -> None:
         first = [p for p in parse_products(io.BytesIO(CSV), name="m.csv") if isinstance(p, Product)]
-        shop.catalog.record_products(first, at=datetime.now(UTC))
+        shop.master.record_items(first, at=datetime.now(UTC))
         changed = first[0].model_copy(update={"description": "Old Gouda"})
 
-        assert shop.catalog.record_products([changed, first[1]], at=datetime.now(UTC)) == [
-            ProductChange.UPDATED,
-            ProductChange.UNCHANGED,
+        assert shop.master.record_items([changed, first[1]], at=datetime.now(UTC)) == [
+            MasterOutcome.UPDATED,
+            MasterOutcome.UNCHANGED,
         ]
 
     def test_the_flow_converts_with_the_master(self, shop: Shop) -> None:
         products = [p for p in parse_products(io.BytesIO(CSV), name="m.csv") if isinstance(p, Product)]
-        shop.catalog.record_products(products, at=datetime.now(UTC))
+        shop.master.record_items(products, at=datetime.now(UTC))
         shop.ring_up(
             sale(1, line(1, "CHE-0001", quantity="250", uom=UnitOfMeasure.GRAM), line(2, "SVC-0001")),
             sale(2, line(1, "APP-0001", quantity="0.6", uom=UnitOfMeasure.KILOGRAM)),
@@ -163,7 +165,7 @@ class TestAlerts:
         assert shop.ledger.list_alerts(store_id="S999", include_cleared=True) == []
 
     def test_a_unit_with_no_conversion_raises_an_alert(self, shop: Shop) -> None:
-        shop.catalog.record_products([Product(sku="GRO-0001")], at=datetime.now(UTC))
+        shop.master.record_items([Product(sku="GRO-0001")], at=datetime.now(UTC))
         shop.ring_up(sale(1, line(1, "GRO-0001", quantity="1", uom=UnitOfMeasure.LITRE)))
         shop.run()
 

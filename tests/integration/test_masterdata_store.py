@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from tillflow.model import Product, Store
 from tillflow.model.masterdata import MasterKind, Price, Promotion, PromotionKind
-from tillflow.ports import MasterOutcome, ProductChange
+from tillflow.ports import MasterOutcome
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.migrate import upgrade_schema
@@ -66,17 +66,18 @@ class TestVersions:
         assert again == [MasterOutcome.UNCHANGED, MasterOutcome.UPDATED]
         assert master.read_head() == 5
 
-    def test_the_product_master_versions_its_changes_too(self, engine: Engine, master: SQLMasterData) -> None:
-        catalog = SQLProductCatalog(engine)
+    def test_items_are_the_product_master_each_change_versioned(
+        self, engine: Engine, master: SQLMasterData
+    ) -> None:
+        created = master.record_items([Product(sku="A", uom="KG")], at=AT)  # type: ignore[arg-type]
+        same = master.record_items([Product(sku="A", uom="KG")], at=AT)  # type: ignore[arg-type]
 
-        created = catalog.record_products([Product(sku="A", uom="KG")], at=AT)  # type: ignore[arg-type]
-        same = catalog.record_products([Product(sku="A", uom="KG")], at=AT)  # type: ignore[arg-type]
-
-        assert (created, same) == ([ProductChange.CREATED], [ProductChange.UNCHANGED])
+        assert (created, same) == ([MasterOutcome.CREATED], [MasterOutcome.UNCHANGED])
         assert master.read_head() == 1
         [entry] = master.read_delta(TOKYO, since=0).entries
         assert entry[:3] == (1, "item", "A")
         assert orjson.loads(entry[3] or "null") == {"sku": "A", "uom": "KG"}
+        assert SQLProductCatalog(engine).find_products(["A", "B"]) == {"A": Product(sku="A", uom="KG")}  # type: ignore[arg-type]
 
 
 class TestDeltas:

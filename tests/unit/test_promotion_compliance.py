@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.builders import DAY, STORE, line, post_void, returned
-from tillflow.flows.compliance import Deviation, DeviationKind, StoreDay, check_compliance, summarise
+from tillflow.flows.compliance import (
+    Deviation,
+    DeviationKind,
+    StoreDay,
+    alerting,
+    check_compliance,
+    summarise,
+)
 from tillflow.model import Product, Store, Transaction, TransactionKind, round_to_minor
 from tillflow.model.masterdata import Promotion
 
@@ -284,6 +291,16 @@ class TestSummary:
             StoreDay(STORE, date(2026, 11, 29)): {"unauthorised_discount": 2, "promotion_not_applied": 1}
         }
         assert summarise([]) == {}
+
+    def test_a_store_day_reaching_the_threshold_raises_an_alert(self) -> None:
+        counts = {
+            StoreDay("S1", date(2026, 11, 29)): {"unauthorised_discount": 2, "promotion_not_applied": 1},
+            StoreDay("S2", date(2026, 11, 29)): {"unauthorised_discount": 0, "promotion_not_applied": 2},
+        }
+
+        assert alerting(counts, 3) == [StoreDay("S1", date(2026, 11, 29))]  # every kind counts
+        assert alerting(counts, 2) == list(counts)
+        assert alerting(counts, 4) == []
 
 
 # --- property: a till that applies exactly what the running promotions give is always clean ---

@@ -38,9 +38,6 @@ class FakeCatalog:
         self.lookups += 1
         return {s: self.products[s] for s in skus if s in self.products}
 
-    def record_products(self, products: Sequence[Product], *, at: datetime) -> list[object]:
-        raise NotImplementedError
-
 
 class FakeStockLedger(FakeInventoryLedger):
     """The ledger and the stock book in dicts: positions leave excluded movements out."""

@@ -66,6 +66,7 @@ __all__ = [
     "Deviation",
     "DeviationKind",
     "StoreDay",
+    "alerting",
     "check_compliance",
     "check_transactions",
     "discount",
@@ -244,6 +245,12 @@ def summarise(deviations: Iterable[Deviation]) -> dict[StoreDay, dict[str, int]]
             counts[day] = {kind.value: 0 for kind in DeviationKind}
         counts[day][found.kind.value] += 1
     return dict(sorted(counts.items()))
+
+
+def alerting(counts: Mapping[StoreDay, Mapping[str, int]], threshold: int) -> list[StoreDay]:
+    """The store-days whose deviations (of every kind together) reach `threshold`: each one
+    raises an alert."""
+    return [day for day, by_kind in counts.items() if sum(by_kind.values()) >= threshold]
 
 
 FLOW: Final = "compliance"

@@ -1,16 +1,14 @@
-"""The product master in the state store (SQLite or PostgreSQL): one row per SKU."""
+"""The product master in the state store (SQLite or PostgreSQL): one row per SKU, written as the
+master data's items (`SQLMasterData.record_items`: every change versioned)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import Engine, select
 
 from tillflow.model import Product
-from tillflow.ports import ProductChange
 from tillflow.storage.db import read_tx
-from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.tables import products
 
 CHUNK = 5000  # SKUs per IN (...) list
@@ -37,7 +35,3 @@ class SQLProductCatalog:
                 for r in rows:
                     found[r.sku] = Product.model_validate_json(r.product)
         return found
-
-    def record_products(self, items: Sequence[Product], *, at: datetime) -> list[ProductChange]:
-        """Through the master data's change log: every accepted change gets a version."""
-        return [ProductChange(o.value) for o in SQLMasterData(self.engine).record_items(items, at=at)]

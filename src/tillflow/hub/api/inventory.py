@@ -1,9 +1,8 @@
 """`/v1/inventory` (stock positions, stock counts, stock alerts) and `/v1/products` (the
-product master)."""
+product master: one product; `PUT /v1/products` is an alias of `PUT /v1/items`)."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,12 +12,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from tillflow.hub.api.masterdata import put_items
 from tillflow.hub.api.transactions import read_body
 from tillflow.hub.auth import require_admin, require_key, require_store
 from tillflow.hub.ingest import errors_of
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
-from tillflow.model import Product, StockCount
+from tillflow.model import StockCount
 from tillflow.model.events import INVENTORY_COUNTED, CloudEvent
 from tillflow.ports import Principal, StockAlert, Verdict
 
@@ -143,37 +143,10 @@ async def get_position(
 # --- the product master ------------------------------------------------------------------------
 
 
-@router.put("/v1/products", summary="Create or replace products of the master (a JSON list)")
+@router.put("/v1/products", summary="Alias of PUT /v1/items: create or replace items of the product master")
 async def put_products(request: Request, principal: Principal = Depends(require_admin)) -> Response:
-    """Answers per record: created / updated / unchanged, or invalid with the field and reason."""
-    services = request.app.state.services
-    doc = await _json_body(request)
-    if not isinstance(doc, list):
-        raise Problem(400, "Not a list", "the body is a JSON list of products", type_="not-a-batch")
-    limit = services.config.hub.max_batch_records
-    if len(doc) > limit:
-        raise Problem(
-            413, "Batch too large", f"{len(doc)} records; the limit is {limit}", type_="batch-too-large"
-        )
-    results: list[dict[str, Any]] = []
-    valid: list[tuple[int, Product]] = []
-    for i, record in enumerate(doc):
-        try:
-            product = Product.model_validate(record)
-        except ValidationError as exc:
-            sku = record.get("sku") if isinstance(record, dict) else None
-            results.append({"index": i, "sku": sku, "status": "invalid", "errors": errors_of(exc)})
-            continue
-        valid.append((i, product))
-        results.append({"index": i, "sku": product.sku, "status": "pending"})
-    changes = await run_in_threadpool(
-        lambda: services.products.record_products([p for _, p in valid], at=datetime.now(UTC))
-    )
-    for (i, _), change in zip(valid, changes, strict=True):
-        results[i]["status"] = change.value
-    counts = Counter(r["status"] for r in results)
-    summary = {k: counts.get(k, 0) for k in ("created", "updated", "unchanged", "invalid")}
-    return json_response({"results": results, "summary": summary})
+    """`PUT /v1/items` under its former URL: the same rows, the same answer per row."""
+    return await put_items(request, principal)
 
 
 @router.get("/v1/products/{sku}", summary="One product of the master")

@@ -1,5 +1,6 @@
-"""Master data to the stores: batch loads (`PUT /v1/items`, `/v1/prices`, `/v1/promotions`),
-each store's delta and its acknowledgement, the status of every store, and the price lookup.
+"""Master data to the stores: batch loads (`PUT /v1/items`, `/v1/prices`, `/v1/promotions`;
+`PUT /v1/products` is an alias of `PUT /v1/items`), each store's delta and its acknowledgement,
+the status of every store, and the price lookup.
 
 Loads answer per row: created / updated / unchanged / withdrawn / absent, or invalid with an
 RFC 9457 problem (type, title, detail) and the field and reason of each error; the valid rows
@@ -35,7 +36,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tillflow.flows.compliance import summarise
+from tillflow.flows.compliance import alerting, summarise
 from tillflow.flows.masterdata import active_promotions, local_time, price_at
 from tillflow.hub.api.transactions import read_body
 from tillflow.hub.auth import require_admin, require_key, require_store
@@ -43,10 +44,9 @@ from tillflow.hub.ingest import errors_of
 from tillflow.hub.problems import _BASE, Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import Product, Store
-from tillflow.model.masterdata import MasterKind, Price, Promotion
+from tillflow.model.masterdata import MasterKind, Price, Promotion, key_of
 from tillflow.ports import Deviation, MasterData, MasterDelta, MasterOutcome, Principal
 from tillflow.services import Services
-from tillflow.storage.masterdata import key_of
 
 router = APIRouter(tags=["master data"])
 FIELDS = ("version", "kind", "key", "record")  # of each change in a delta, an array
@@ -154,7 +154,7 @@ async def _load(
 
 @router.put("/v1/items", summary="Create or replace items (the product master), a JSON list")
 async def put_items(request: Request, principal: Principal = Depends(require_admin)) -> Response:
-    """Answers per row; every accepted change gets a version (as `PUT /v1/products`)."""
+    """Answers per row; every accepted change gets a version. `PUT /v1/products` is an alias."""
     return await _load(request, Product, lambda m, r, at: m.record_items(r, at=at), MasterKind.ITEM, "sku")
 
 
@@ -341,7 +341,8 @@ async def get_compliance(
     principal: Principal = Depends(require_key),
 ) -> Response:
     """Each store-day's deviations (unauthorised discounts, promotions not applied) with their
-    counts by kind; a store key sees its own store."""
+    counts by kind; a store-day with `hub.compliance_alert_deviations` of them or more is in
+    `alerts`. A store key sees its own store."""
     if store is None and not principal.is_admin:
         store = principal.store_id
     if store is not None:
@@ -349,13 +350,18 @@ async def get_compliance(
     services: Services = request.app.state.services
     found = await run_in_threadpool(services.deviations.find_deviations, day, store)
     counts = summarise(found)
+    threshold = services.config.hub.compliance_alert_deviations
+    alerts = set(alerting(counts, threshold))
     return json_response(
         {
             "business_day": day.isoformat(),
+            "alert_threshold": threshold,
+            "alerts": [store_day.store_id for store_day in counts if store_day in alerts],
             "store_days": [
                 {
                     "store_id": store_day.store_id,
                     "counts": by_kind,
+                    "alert": store_day in alerts,
                     "deviations": [deviation_body(d) for d in found if d.store_id == store_day.store_id],
                 }
                 for store_day, by_kind in counts.items()
