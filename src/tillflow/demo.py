@@ -434,7 +434,7 @@ class MasterDataRun:
     takes its snapshot. Halfway, a price change and a flash sale are published; every store
     follows its delta and acknowledges it, but one: its back office's link to the hub is down, so
     its tills go on with the old prices and without the flash sale. The hub shows that store
-    behind, and its sales as not applying the flash sale."""
+    behind, and its sales as charging the old prices and not applying the flash sale."""
 
     def __init__(
         self,
@@ -451,6 +451,7 @@ class MasterDataRun:
         self.followers = {s.store_id: MasterFollower(client, s, keys[s.store_id]) for s in stores}
         self.missed = stores[-1].store_id if len(stores) > 1 else None
         self.calendar = demo_calendar(day)
+        self.prices: list[Price] = []  # every price published, in order
         self.published: dict[str, Any] = {}
 
     def tills(self) -> dict[str, TillMaster]:
@@ -469,7 +470,8 @@ class MasterDataRun:
 
     def open(self, gen: PosTrafficGenerator) -> None:
         self._put("/v1/items", gen.catalog())
-        self._put("/v1/prices", gen.price_list(datetime.combine(self.day, datetime.min.time())))
+        self.prices = gen.price_list(datetime.combine(self.day, datetime.min.time()))
+        self._put("/v1/prices", self.prices)
         self._put("/v1/promotions", self.calendar)
         for follower in self.followers.values():
             follower.sync()
@@ -480,7 +482,9 @@ class MasterDataRun:
         reached = max(local_time(store, gen.clock(store_id)) for store_id, store in self.stores.items())
         starts = reached.replace(second=0, microsecond=0) + timedelta(minutes=2)
         flash = flash_sale(starts, brand=next(iter(self.stores.values())).brand or "demo")
-        self._put("/v1/prices", gen.price_list(starts, skus=PRICE_RISE, factor=Decimal("1.1")))
+        rise = gen.price_list(starts, skus=PRICE_RISE, factor=Decimal("1.1"))
+        self._put("/v1/prices", rise)
+        self.prices += rise
         version = self._put("/v1/promotions", [flash])
         self.calendar.append(flash)
         for store_id, follower in self.followers.items():
@@ -500,12 +504,15 @@ class MasterDataRun:
             for kind, n in store_day["counts"].items():
                 found[(store_day["store_id"], kind)] += n
         products = {p.sku: p for p in CATALOG}
+        prices: dict[str, list[Price]] = {}
+        for price in self.prices:
+            prices.setdefault(price.sku, []).append(price)
         judged = set(accepted)
         expected = Counter(
             (d.store_id, d.kind.value)
             for tx in txs
             if tx.transaction_id in judged and tx.kind in JUDGED_KINDS
-            for d in check_compliance(tx, self.stores[tx.store_id], self.calendar, products)
+            for d in check_compliance(tx, self.stores[tx.store_id], self.calendar, products, prices)
         )
         behind = {s["store_id"]: s["behind"] for s in status["stores"]}
         found, expected = +found, +expected  # without the zero counts
@@ -517,6 +524,8 @@ class MasterDataRun:
             "up_to_date": sum(1 for n in behind.values() if not n),
             "deviations": {f"{store}: {kind}": n for (store, kind), n in sorted(found.items())},
             "deviations_expected": {f"{store}: {kind}": n for (store, kind), n in sorted(expected.items())},
+            "alerts": body["alerts"],
+            "alert_threshold": body["alert_threshold"],
             "consistent": found == expected
             and all(store == self.missed for store, _ in found)
             and all((n > 0) == (store_id == self.missed) for store_id, n in behind.items()),
@@ -980,7 +989,11 @@ def show_masterdata(master: dict[str, Any], console: Console) -> None:
         if master["deviations"] == master["deviations_expected"]
         else "[red]NOT[/red] as the calendar says"
     )
-    console.print(f"promotion compliance: {found} ({agrees}); every other store-day clean")
+    alerts = ", ".join(master["alerts"]) or "none"
+    console.print(
+        f"promotion compliance: {found} ({agrees}); every other store-day clean;"
+        f" alert (≥ {master['alert_threshold']} deviations in a store-day): {alerts}"
+    )
 
 
 def _ms(value: float | None) -> str:

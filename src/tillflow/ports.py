@@ -981,7 +981,20 @@ class MasterSyncState:
     behind: int
 
 
-class MasterData(Protocol):
+class PromotionCalendar(Protocol):
+    """The promotion calendar and the price lists a till is judged against."""
+
+    def list_promotions(self) -> list[Promotion]:
+        """Every current promotion, oldest version first."""
+        ...
+
+    def find_price_lists(self, skus: Sequence[str]) -> dict[str, list[Price]]:
+        """Every current price of each of `skus` (all scopes), in version order; a SKU without
+        any is left out."""
+        ...
+
+
+class MasterData(PromotionCalendar, Protocol):
     """Items, prices and promotions, each accepted change under a global, increasing version."""
 
     def record_items(self, items: Sequence[Product], *, at: datetime) -> list[MasterOutcome]:
@@ -1008,14 +1021,6 @@ class MasterData(Protocol):
         """What changed for `store` after `since` (0: its full snapshot), at most `limit` entries."""
         ...
 
-    def find_prices(self, sku: str) -> list[Price]:
-        """Every price of a SKU (all scopes and dates), oldest version first."""
-        ...
-
-    def list_promotions(self) -> list[Promotion]:
-        """Every current promotion, oldest version first."""
-        ...
-
     def record_ack(self, store_id: str, version: int, *, at: datetime) -> int | None:
         """Note that a store applied up to `version`; returns its acknowledged version (it never
         goes back), or None when `version` is beyond the latest."""
@@ -1032,6 +1037,7 @@ class MasterData(Protocol):
 class DeviationKind(StrEnum):
     UNAUTHORISED_DISCOUNT = "unauthorised_discount"
     PROMOTION_NOT_APPLIED = "promotion_not_applied"
+    WRONG_PRICE = "wrong_price"  # a unit price that is not the price list's at that moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -1048,12 +1054,6 @@ class Deviation:
     store_id: str
     business_day: date
     currency: str
-
-
-class PromotionCalendar(Protocol):
-    def list_promotions(self) -> list[Promotion]:
-        """Every current promotion."""
-        ...
 
 
 class ComplianceLog(Protocol):

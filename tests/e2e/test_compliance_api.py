@@ -84,7 +84,7 @@ def test_deviations_are_found_and_reported_per_store_day(running: RunningHub) ->
     assert loaded.status_code == 200 and sent.json()["summary"]["accepted"] == 3
     [store_day] = report["store_days"]
     assert store_day["store_id"] == "S001"
-    assert store_day["counts"] == {"unauthorised_discount": 1, "promotion_not_applied": 1}
+    assert store_day["counts"] == {"unauthorised_discount": 1, "promotion_not_applied": 1, "wrong_price": 0}
     assert (report["alerts"], store_day["alert"]) == (["S001"], True)  # two reach the threshold
     by_kind = {d["kind"]: d for d in store_day["deviations"]}
     assert (

@@ -109,7 +109,7 @@ class TestDeltas:
         assert gone == [MasterOutcome.WITHDRAWN, MasterOutcome.ABSENT]
         assert keys(master, PARIS, since=synced) == [("price", regional.key, True), ("promotion", "P1", True)]
         assert keys(master, TOKYO, since=synced) == [("promotion", "P1", False)]
-        assert master.find_prices("A") == []
+        assert master.find_price_lists(["A"]) == {}
 
     def test_a_limit_pages_the_delta_and_each_page_says_where_to_resume(self, master: SQLMasterData) -> None:
         master.record_items([Product(sku=f"I{i}") for i in range(5)], at=AT)
@@ -128,7 +128,7 @@ class TestDeltas:
         )
         master.record_promotions([promotion("P2"), promotion("P1")], at=AT)
 
-        assert [p.price for p in master.find_prices("A")] == [Decimal("1.00"), Decimal("0.70")]
+        assert [p.price for p in master.find_price_lists(["A"])["A"]] == [Decimal("1.00"), Decimal("0.70")]
         assert [p.promotion_id for p in master.list_promotions()] == ["P2", "P1"]
 
 

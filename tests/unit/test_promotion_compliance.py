@@ -23,7 +23,7 @@ from tillflow.flows.compliance import (
     summarise,
 )
 from tillflow.model import Product, Store, Transaction, TransactionKind, round_to_minor
-from tillflow.model.masterdata import Promotion
+from tillflow.model.masterdata import Price, Promotion
 
 UNAUTHORISED = DeviationKind.UNAUTHORISED_DISCOUNT
 NOT_APPLIED = DeviationKind.PROMOTION_NOT_APPLIED
@@ -279,6 +279,59 @@ class TestPromotionsNotApplied:
         assert brief(check(tx)) == [(NOT_APPLIED, None, "WINE3FOR2", "9.00", "5.00")]
 
 
+def listed(sku: str, price: str, frm: datetime, **scope: Any) -> Price:
+    return Price(sku=sku, price=Decimal(price), currency="EUR", effective_from=frm, **scope)
+
+
+SHELF_PRICES = {
+    "MILK": [
+        listed("MILK", "1.25", datetime(2026, 11, 1)),
+        listed("MILK", "1.35", datetime(2026, 11, 29, 10, 30)),  # a rise later that morning
+    ],
+    "BREAD": [
+        listed("BREAD", "2.30", datetime(2026, 11, 1)),
+        listed("BREAD", "2.10", datetime(2026, 11, 1), region="fr-idf"),  # the region's own
+    ],
+    "WINE": [listed("WINE", "5.00", datetime(2026, 11, 1), store_id="L01")],  # another store's
+}
+
+
+class TestShelfPrices:
+    """A line's unit price against the price list at the store and moment (10:00 Paris time)."""
+
+    def judge(self, tx: Transaction) -> list[Deviation]:
+        return check_compliance(tx, PARIS, ALL_PROMOTIONS, PRODUCTS, SHELF_PRICES)
+
+    def test_a_till_charging_the_listed_prices_is_clean(self) -> None:
+        assert self.judge(clean_basket()) == []
+
+    def test_a_till_running_yesterdays_price_is_found_with_both_prices(self) -> None:
+        late = clean_basket(ended_at=datetime(2026, 11, 29, 9, 45, tzinfo=UTC))  # 10:45 in Paris
+
+        [found] = self.judge(late)
+
+        assert brief([found]) == [(DeviationKind.WRONG_PRICE, 1, None, "1.35", "1.25")]
+        assert "2026-11-29 10:30" in found.detail
+
+    def test_the_narrowest_scope_wins_and_another_stores_price_is_not_judged(self) -> None:
+        tx = sale(sold(1, "BREAD", "1", "2.30"), sold(2, "WINE", "1", "4.00"))
+
+        assert brief(self.judge(tx)) == [(DeviationKind.WRONG_PRICE, 1, None, "2.10", "2.30")]
+
+    def test_a_price_in_another_currency_or_no_price_is_not_judged(self) -> None:
+        prices = {
+            "MILK": [
+                Price(sku="MILK", price=Decimal(200), currency="JPY", effective_from=datetime(2026, 1, 1))
+            ]
+        }
+        tx = sale(
+            sold(1, "MILK", "2", "1.25", mod("0.25", "DAIRY10")),
+            sold(2, "PASTA", "1", "0.99", mod("0.20", "PASTA20C")),
+        )
+
+        assert check_compliance(tx, PARIS, ALL_PROMOTIONS, PRODUCTS, prices) == []
+
+
 class TestSummary:
     def test_deviations_are_counted_per_store_day_and_kind(self) -> None:
         found = [
@@ -288,7 +341,11 @@ class TestSummary:
         ]
 
         assert summarise(found) == {
-            StoreDay(STORE, date(2026, 11, 29)): {"unauthorised_discount": 2, "promotion_not_applied": 1}
+            StoreDay(STORE, date(2026, 11, 29)): {
+                "unauthorised_discount": 2,
+                "promotion_not_applied": 1,
+                "wrong_price": 0,
+            }
         }
         assert summarise([]) == {}
 

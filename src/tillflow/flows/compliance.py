@@ -33,8 +33,14 @@ extended amount. Rounding tolerance: one minor unit per line.
   was taken). When the till put the promotion at basket level, this is judged for the whole
   transaction instead (line_no None).
 
+- ``wrong_price``: a sold line whose unit price is not the one the price lists give that SKU at
+  the store at that moment (`tillflow.flows.masterdata.price_at`: the narrowest scope wins), such
+  as a till still running yesterday's price (expected = the list's price, actual = the till's).
+  A SKU without a price effective there and then, or whose price is in another currency than the
+  transaction's, is not judged.
+
 Not checked: returns and post-voids (they reverse what a sale did), the returned lines of an
-exchange; shelf prices (a line's unit price against the price list) are a separate question.
+exchange.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Final, NamedTuple
 
-from tillflow.flows.masterdata import applies_to, is_active, local_time
+from tillflow.flows.masterdata import applies_to, is_active, local_time, price_at
 from tillflow.model import (
     LineAction,
     LoggedEvent,
@@ -57,7 +63,7 @@ from tillflow.model import (
     round_to_minor,
 )
 from tillflow.model.events import TRANSACTION_COMPLETED
-from tillflow.model.masterdata import Promotion, PromotionKind
+from tillflow.model.masterdata import Price, Promotion, PromotionKind
 from tillflow.model.transaction import TRUSTED_CONTEXT, LineItem, PriceModifier
 from tillflow.ports import ComplianceLog, Deviation, DeviationKind, ProductCatalog, PromotionCalendar
 
@@ -155,9 +161,14 @@ def _sums(modifiers: Iterable[PriceModifier]) -> dict[str | None, Decimal]:
 
 
 def check_compliance(
-    tx: Transaction, store: Store, promotions: Sequence[Promotion], products: Mapping[str, Product]
+    tx: Transaction,
+    store: Store,
+    promotions: Sequence[Promotion],
+    products: Mapping[str, Product],
+    prices: Mapping[str, Sequence[Price]] | None = None,
 ) -> list[Deviation]:
-    """The deviations of `tx` from the promotions running at `store` when it ended (module docstring)."""
+    """The deviations of `tx` from the promotions running at `store` when it ended and, with
+    `prices` (each SKU's prices, in version order), from its price lists (module docstring)."""
     if tx.kind in (TransactionKind.RETURN, TransactionKind.VOID):
         return []
     currency = tx.currency
@@ -180,6 +191,13 @@ def check_compliance(
     taken: dict[str, dict[int, Decimal]] = defaultdict(dict)  # by line modifiers, capped at expected
     sold = [line for line in tx.lines if line.action is LineAction.SALE]
     for line in sold:
+        listed = price_at(prices.get(line.sku, ()), store, tx.ended_at) if prices else None
+        if listed is not None and listed.currency == currency and listed.price != line.unit_price:
+            why = (
+                f"{line.sku} is {listed.price} {currency} from {listed.effective_from:%Y-%m-%d %H:%M}"
+                f" local time, the till charged {line.unit_price}"
+            )
+            deviation(DeviationKind.WRONG_PRICE, line.line_no, None, listed.price, line.unit_price, why)
         department = _department(line, products)
         targeting = {
             p.promotion_id: p
@@ -267,10 +285,10 @@ def check_transactions(
     clock: Callable[[], datetime],
 ) -> int:
     """Handler of the compliance consumer group: judge the batch's sales and exchanges against
-    the promotion calendar and record what departs from it (replacing what an earlier delivery
-    recorded for the same transactions). A retailer that has loaded no promotion calendar is
-    not judged: without one, every discount would look unauthorised. Returns how many
-    deviations were found."""
+    the promotion calendar and the price lists, and record what departs from them (replacing
+    what an earlier delivery recorded for the same transactions). A retailer that has loaded no
+    promotion calendar is not judged: without one, every discount would look unauthorised.
+    Returns how many deviations were found."""
     promotions = calendar.list_promotions()
     if not promotions:  # asked first: then the batch is not even decoded
         return 0
@@ -282,7 +300,10 @@ def check_transactions(
     judged = [tx for tx in txs if tx.kind in JUDGED_KINDS and tx.store_id in stores]
     if not judged:
         return 0
-    products = catalog.find_products(sorted({line.sku for tx in judged for line in tx.lines}))
-    found = [d for tx in judged for d in check_compliance(tx, stores[tx.store_id], promotions, products)]
+    skus = sorted({line.sku for tx in judged for line in tx.lines})
+    products, prices = catalog.find_products(skus), calendar.find_price_lists(skus)
+    found = [
+        d for tx in judged for d in check_compliance(tx, stores[tx.store_id], promotions, products, prices)
+    ]
     log.record_deviations([tx.transaction_id for tx in judged], found, at=clock())
     return len(found)

@@ -223,10 +223,19 @@ class SQLMasterData:
                     rows = sorted([*rows, *gone], key=itemgetter(0))
         return MasterDelta(store.store_id, since, upto, complete, rows)
 
-    def find_prices(self, sku: str) -> list[Price]:
+    def find_price_lists(self, skus: Sequence[str]) -> dict[str, list[Price]]:
+        found: dict[str, list[Price]] = {}
         with read_tx(self.engine) as conn:
-            rows = conn.execute(select(prices.c.price).where(prices.c.sku == sku).order_by(prices.c.version))
-            return [Price.model_validate_json(r.price) for r in rows]
+            for start in range(0, len(skus), CHUNK):
+                rows = conn.execute(
+                    select(prices.c.price)
+                    .where(prices.c.sku.in_(skus[start : start + CHUNK]))
+                    .order_by(prices.c.version)
+                )
+                for r in rows:
+                    price = Price.model_validate_json(r.price)
+                    found.setdefault(price.sku, []).append(price)
+        return found
 
     def list_promotions(self) -> list[Promotion]:
         with read_tx(self.engine) as conn:

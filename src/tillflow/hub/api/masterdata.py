@@ -286,7 +286,8 @@ async def get_price(
 
     def read() -> tuple[list[Price], list[Promotion], Product | None]:
         found = services.products.find_products([sku])
-        return services.masterdata.find_prices(sku), services.masterdata.list_promotions(), found.get(sku)
+        master = services.masterdata
+        return master.find_price_lists([sku]).get(sku, []), master.list_promotions(), found.get(sku)
 
     prices, promotions, product = await run_in_threadpool(read)
     price = price_at(prices, store, when)
