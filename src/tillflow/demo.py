@@ -985,9 +985,9 @@ def show_masterdata(master: dict[str, Any], console: Console) -> None:
     )
     found = ", ".join(f"{what} ×{n}" for what, n in master["deviations"].items()) or "none"
     agrees = (
-        "as the calendar says"
+        "as the calendar and the price lists say"
         if master["deviations"] == master["deviations_expected"]
-        else "[red]NOT[/red] as the calendar says"
+        else "[red]NOT[/red] as the calendar and the price lists say"
     )
     alerts = ", ".join(master["alerts"]) or "none"
     console.print(
