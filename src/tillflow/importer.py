@@ -1,4 +1,5 @@
-"""`tillflow import FILE...`: read POS files and platform exports, send them to the hub.
+"""`tillflow import FILE...`: read POS files and platform exports, send them to the hub; with
+`--kind items|prices|promotions`, master data from an ERP or PIM.
 
 Each file's format is detected (or named), its records parsed as a stream, and the canonical
 transactions sent to the hub's `POST /v1/transactions` in batches per store (a store's key
@@ -11,6 +12,13 @@ Exit status: 0 when every record was imported (or, dry, would be), 3 when some w
 quarantined or refused (invalid, or in conflict with what the hub holds under the same till
 identity), 2 when a file could not be read at all or the hub could not be reached or refused
 a batch (the import stops there).
+
+Master data (CSV with a header, or JSON: a list or lines) is read with the one row reader of
+`tillflow.formats.products` and sent, in batches of valid rows, to `PUT /v1/items`, `/v1/prices`
+or `/v1/promotions` (an admin key); a JSON row ``{"withdraw": KEY}`` of prices or promotions is
+sent as it is. Rows refused by the reader or by the hub go to the same quarantine report; the
+summary counts what the hub created, updated, left unchanged and withdrew, and its version.
+The exit status means the same.
 """
 
 from __future__ import annotations
@@ -19,20 +27,24 @@ import csv
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import orjson
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from tillflow.errors import FormatError, ImportAbortedError
 from tillflow.formats.detect import parse_input
-from tillflow.formats.records import ImportContext, Imported, Quarantined, Recorded
+from tillflow.formats.products import RecordFormat, Withdrawal, detect_format, parse_sourced
+from tillflow.formats.records import ImportContext, Imported, Quarantined, Recorded, SourceRef
+from tillflow.model import Product
+from tillflow.model.masterdata import Price, Promotion
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 2, 3
 REPORT_FIELDS = ("file", "record", "locator", "stage", "field", "reason", "numbers")
@@ -95,12 +107,24 @@ class HubClient:
         self._attempts = attempts
 
     def send(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        body = orjson.dumps({"transactions": records})
+        """`POST /v1/transactions`: the hub's result for each record, in order."""
+        response = self._request("POST", "/v1/transactions", orjson.dumps({"transactions": records}))
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    def load(self, kind: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """`PUT /v1/{kind}` (items, prices or promotions): the hub's answer (`results`, one per
+        row in order, `summary` and `version`)."""
+        answer: dict[str, Any] = self._request("PUT", f"/v1/{kind}", orjson.dumps(rows)).json()
+        return answer
+
+    def _request(self, method: str, path: str, body: bytes) -> httpx.Response:
+        """The hub's 200 answer; raises ImportAbortedError when it cannot be had."""
         delay = 0.5
         for attempt in range(1, self._attempts + 1):
             try:
-                response = self._client.post(
-                    "/v1/transactions", content=body, headers={"content-type": "application/json"}
+                response = self._client.request(
+                    method, path, content=body, headers={"content-type": "application/json"}
                 )
             except httpx.TransportError as exc:
                 if attempt == self._attempts:
@@ -115,8 +139,7 @@ class HubClient:
                 continue
             if response.status_code != 200:
                 raise ImportAbortedError(f"the hub answered {response.status_code}: {_problem(response)}")
-            results: list[dict[str, Any]] = response.json()["results"]
-            return results
+            return response
         raise ImportAbortedError(f"the hub at {self._url} kept answering busy")  # pragma: no cover
 
     def close(self) -> None:
@@ -301,3 +324,186 @@ def _print_summary(
             console.print(f"[red]{s.path}: {s.error}[/red]")
     if report.rows:
         console.print(f"{report.rows} refused records: see the quarantine report {report.path}")
+
+
+# --- master data: `tillflow import FILE... --kind items|prices|promotions` ----------------------
+
+MASTER_MODELS: dict[str, type[BaseModel]] = {"items": Product, "prices": Price, "promotions": Promotion}
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    """A row to send to the hub: where it sits in its file and its JSON (a validated record,
+    or a withdrawal of a price or a promotion)."""
+
+    source: SourceRef
+    body: dict[str, Any]
+
+
+def read_master_rows(
+    data: bytes, *, name: str, kind: str, fmt: RecordFormat | None = None
+) -> Iterator[MasterRow | Quarantined]:
+    """Each row of a master data file of `kind`, in order: to send (a validated record, or in
+    prices and promotions a withdrawal), or quarantined by the model.
+    Raises FormatError, before yielding anything, when the input as a whole cannot be read."""
+    model = MASTER_MODELS[kind]
+    for source, row in parse_sourced(data, name=name, model=model, fmt=fmt, withdrawals=kind != "items"):
+        if isinstance(row, Quarantined):
+            yield row
+        elif isinstance(row, Withdrawal):
+            yield MasterRow(source, row.record)
+        else:
+            yield MasterRow(source, row.model_dump(mode="json", exclude_defaults=True))
+
+
+@dataclass
+class MasterSummary:
+    path: Path
+    kind: str
+    fmt: str = "?"
+    read: int = 0
+    valid: int = 0  # rows sent (dry: that would be)
+    quarantined: int = 0  # rows refused, by the reader or by the hub
+    hub: Counter[str] = field(default_factory=Counter)  # created, updated, unchanged, withdrawn, absent
+    version: int | None = None  # the hub's master data version after the file's last batch
+    seconds: float = 0.0
+    error: str | None = None
+    aborted: bool = False
+
+
+@dataclass
+class MasterImporter:
+    kind: str
+    report: QuarantineReport
+    hub: HubClient | None = None  # None: dry run
+    batch: int = 500
+    fmt: RecordFormat | None = None
+    emit: Callable[[bytes], None] | None = None  # --json: each row as sent
+
+    def import_file(self, path: Path, progress: Progress | None = None) -> MasterSummary:
+        summary = MasterSummary(path, self.kind)
+        started = time.perf_counter()
+        task = progress.add_task(path.name, total=None) if progress else None
+        pending: list[MasterRow] = []
+        try:
+            data = path.read_bytes()
+            summary.fmt = self.fmt or detect_format(path.name, data[:64])
+            for row in read_master_rows(data, name=path.name, kind=self.kind, fmt=self.fmt):
+                summary.read += 1
+                if isinstance(row, Quarantined):
+                    summary.quarantined += 1
+                    src = row.source
+                    self.report.add(src.name, src.index, src.locator, "parse", row.field, row.reason, {})
+                else:
+                    summary.valid += 1
+                    if self.emit is not None:
+                        self.emit(orjson.dumps(row.body))
+                    if self.hub is not None:
+                        pending.append(row)
+                        if len(pending) >= self.batch:
+                            self._send(pending, summary)
+                            pending.clear()
+                if progress is not None and task is not None and summary.read % 200 == 0:
+                    progress.update(task, completed=summary.read)
+            if pending:
+                self._send(pending, summary)
+        except OSError as exc:
+            summary.error = f"cannot be read: {exc.strerror or exc}"
+        except FormatError as exc:
+            summary.error = str(exc)
+        except ImportAbortedError as exc:
+            summary.error = (
+                f"import stopped: {exc} (batches sent before stay sent; running the import again is"
+                " safe: what the hub took comes back unchanged)"
+            )
+            summary.aborted = True
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    def _send(self, pending: list[MasterRow], summary: MasterSummary) -> None:
+        assert self.hub is not None
+        answer = self.hub.load(self.kind, [row.body for row in pending])
+        for row, result in zip(pending, answer["results"], strict=True):
+            status = result["status"]
+            if status != "invalid":
+                summary.hub[status] += 1
+                continue
+            summary.quarantined += 1
+            src = row.source
+            for error in result.get("errors", []):
+                self.report.add(src.name, src.index, src.locator, "hub", error["field"], error["reason"], {})
+        summary.version = answer["version"]
+
+
+def run_master_import(
+    paths: Sequence[Path],
+    kind: str,
+    *,
+    report_path: Path,
+    hub_url: str | None,
+    api_key: str | None,
+    fmt: RecordFormat | None = None,
+    batch: int = 500,
+    json_out: bool = False,
+    console: Console,
+) -> int:
+    """Load every file's items, prices or promotions (`kind`) into the hub through its batch API;
+    print a summary to `console`; returns the exit status (0: all loaded, 3: some refused, 2: a
+    file unreadable, or the hub unreachable or refusing a batch)."""
+    report = QuarantineReport(report_path)
+    hub = HubClient(hub_url, api_key) if hub_url is not None and api_key is not None else None
+    stdout = sys.stdout.buffer
+    importer = MasterImporter(
+        kind, report, hub=hub, batch=batch, fmt=fmt, emit=_json_lines(stdout) if json_out else None
+    )
+    summaries: list[MasterSummary] = []
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed} rows"),
+            console=console,
+            transient=True,
+        ) as progress:
+            for path in paths:
+                summaries.append(importer.import_file(path, progress))
+                if summaries[-1].aborted:  # the hub is away or refuses: later files would fare alike
+                    skipped = [str(p) for p in paths[len(summaries) :]]
+                    if skipped:
+                        console.print(f"[red]not imported: {', '.join(skipped)}[/red]")
+                    break
+    finally:
+        report.close()
+        if hub is not None:
+            hub.close()
+        stdout.flush()
+    _print_master_summary(summaries, report, dry=hub is None, console=console)
+    if any(s.error for s in summaries):
+        return EXIT_USAGE
+    return EXIT_PARTIAL if any(s.quarantined for s in summaries) else EXIT_OK
+
+
+def _print_master_summary(
+    summaries: list[MasterSummary], report: QuarantineReport, *, dry: bool, console: Console
+) -> None:
+    table = Table(title="tillflow import --kind" + (" (dry run: nothing sent)" if dry else ""))
+    outcomes = ("created", "updated", "unchanged", "withdrawn")
+    columns = ["file", "kind", "format", "read"]
+    columns += ["valid"] if dry else list(outcomes)
+    columns += ["quarantined"] + ([] if dry else ["version"])
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("file", "kind", "format") else "right")
+    for s in summaries:
+        row = [s.path.name, s.kind, s.fmt, str(s.read)]
+        row += [str(s.valid)] if dry else [str(s.hub[k]) for k in outcomes]
+        row += [str(s.quarantined)] + ([] if dry else ["-" if s.version is None else str(s.version)])
+        table.add_row(*row)
+    console.print(table)
+    for s in summaries:
+        if s.hub["absent"]:
+            console.print(f"{s.path}: {s.hub['absent']} withdrawal(s) named nothing the hub holds (absent)")
+        if s.error:
+            console.print(f"[red]{s.path}: {s.error}[/red]")
+    refused = sum(s.quarantined for s in summaries)
+    if refused:
+        console.print(f"{refused} refused rows: see the quarantine report {report.path}")

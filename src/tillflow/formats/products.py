@@ -16,6 +16,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any, Literal, TypeVar
 
 import orjson
@@ -38,14 +39,42 @@ def detect_format(name: str, head: bytes) -> RecordFormat:
     return "json" if head.lstrip()[:1] in (b"[", b"{") else "csv"
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A row ``{"withdraw": KEY}`` (of prices or promotions), passed on as it is: the hub judges
+    it, and refuses one that carries anything else."""
+
+    record: dict[str, Any]
+
+
+def parse_sourced(
+    data: bytes,
+    *,
+    name: str,
+    model: type[M],
+    fmt: RecordFormat | None = None,
+    withdrawals: bool = False,
+) -> Iterator[tuple[SourceRef, M | Withdrawal | Quarantined]]:
+    """Each record of the input, in order, with its place in the input: a validated `model`, its
+    quarantine entry or (with `withdrawals`, a JSON row naming `withdraw`) a `Withdrawal`.
+    Raises FormatError, before yielding anything, when the input as a whole cannot be read."""
+    fmt = fmt or detect_format(name, data[:64])
+    records = _json_records(data, name) if fmt == "json" else _csv_records(data, name, model)
+    return _validated(records, model, withdrawals)
+
+
 def parse_records(
     data: bytes, *, name: str, model: type[M], fmt: RecordFormat | None = None
 ) -> Iterator[M | Quarantined]:
     """Each record of the input, in order, as a validated `model` or its quarantine entry.
     Raises FormatError, before yielding anything, when the input as a whole cannot be read."""
-    fmt = fmt or detect_format(name, data[:64])
-    records = _json_records(data, name) if fmt == "json" else _csv_records(data, name, model)
-    return _validated(records, model)
+    return _records(parse_sourced(data, name=name, model=model, fmt=fmt))
+
+
+def _records(sourced: Iterator[tuple[SourceRef, M | Withdrawal | Quarantined]]) -> Iterator[M | Quarantined]:
+    for _, record in sourced:
+        assert not isinstance(record, Withdrawal)  # only read with `withdrawals`
+        yield record
 
 
 def parse_products(
@@ -55,14 +84,19 @@ def parse_products(
     return parse_records(stream.read(), name=name, model=Product, fmt=fmt)
 
 
-def _validated(records: Iterator[tuple[SourceRef, Any]], model: type[M]) -> Iterator[M | Quarantined]:
+def _validated(
+    records: Iterator[tuple[SourceRef, Any]], model: type[M], withdrawals: bool
+) -> Iterator[tuple[SourceRef, M | Withdrawal | Quarantined]]:
     for source, record in records:
+        if withdrawals and isinstance(record, dict) and "withdraw" in record:
+            yield source, Withdrawal(record)
+            continue
         try:
             if isinstance(record, RecordError):
                 raise record
-            yield model.model_validate(record)
+            yield source, model.model_validate(record)
         except (ValidationError, RecordError) as exc:
-            yield quarantine(source, exc)
+            yield source, quarantine(source, exc)
 
 
 def _json_records(data: bytes, name: str) -> Iterator[tuple[SourceRef, Any]]:
