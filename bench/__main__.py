@@ -199,7 +199,7 @@ def main() -> None:
         choices=("all", "formats", "downstream", "masterdata"),
         default="all",
         help="formats: the parsers only; downstream: posting against a throttled ERP only;"
-        " masterdata: store snapshots and deltas of a 100,000-item catalog only",
+        " masterdata: store snapshots, deltas and the status of 1,200 stores (100,000 items) only",
     )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
