@@ -57,6 +57,13 @@ class FormatError(TillflowError, ValueError):
     One bad record inside a readable input is quarantined instead."""
 
 
+class MasterDeltaError(FormatError):
+    """Raised when a master data delta does not follow on from the version a store's cache
+    applied: it starts after it (a gap: the changes in between would be missed), or starts before
+    it and ends after it (a withdrawal in between could be missed); or when it is not a delta
+    answer at all."""
+
+
 class ImportAbortedError(TillflowError):
     """Raised when an import cannot go on: the hub is unreachable or refuses the batch."""
 

@@ -43,7 +43,13 @@ def delta(records: Sequence[Price | Promotion | tuple[str, str]], since: int = 0
             changes.append(
                 [version, "promotion", record.promotion_id, orjson.loads(record.model_dump_json())]
             )
-    return {"fields": FIELDS, "changes": changes, "version": since + len(records), "complete": True}
+    return {
+        "fields": FIELDS,
+        "since": since,
+        "changes": changes,
+        "version": since + len(records),
+        "complete": True,
+    }
 
 
 def copies(stores: list[Store], first: dict[str, Any]) -> dict[str, StoreMasterCopy]:

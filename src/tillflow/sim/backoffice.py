@@ -1,10 +1,9 @@
 """A store's back office following the hub's master data, as the demo's stores run it.
 
-`StoreMasterCopy` is a store's copy of its items, prices and promotions, kept from the hub's
-deltas (`GET /v1/stores/{id}/masterdata?since=V`): each change replaces the record under its
-(kind, key) or, as null, deletes it, so applying a delta twice changes nothing. Its tills ring up
-with what it knows (`tillflow.sim.pos.TillMaster`). `MasterFollower` asks for the delta since the
-version the copy has, pages through it and acknowledges the version it applied.
+`StoreMasterCopy` is a store's copy of its items, prices and promotions: the edge agent's cache
+(`tillflow.edge.cache`), kept from the hub's deltas (`GET /v1/stores/{id}/masterdata?since=V`).
+Its tills ring up with what it knows (`tillflow.sim.pos.TillMaster`). `MasterFollower` asks for
+the delta since the version the copy has, pages through it and acknowledges the version applied.
 
 `demo_calendar` is the promotion calendar of the demo retailer's business day; `flash_sale` the
 promotion it publishes in the middle of the day.
@@ -15,86 +14,57 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tillflow.flows.masterdata import active_promotions, price_at
+from tillflow.edge.cache import MasterCache, MasterSync
 from tillflow.model import Store
-from tillflow.model.masterdata import MasterKind, Price, Promotion, PromotionKind
+from tillflow.model.masterdata import Promotion, PromotionKind
 
 __all__ = ["MasterFollower", "StoreMasterCopy", "demo_calendar", "flash_sale"]
 
 
 class StoreMasterCopy:
-    """What one store knows of its master data, and the version it applied."""
+    """What one store knows of its master data: the edge agent's cache (in memory unless a
+    path is given), as its tills ask it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, path: str | Path = ":memory:") -> None:
         self.store = store
-        self.version = 0
-        self.records: dict[tuple[str, str], dict[str, Any]] = {}
-        self._prices: dict[str, list[Price]] = {}
-        self._promotions: list[Promotion] = []
+        self.cache = MasterCache(path, store)
+
+    @property
+    def version(self) -> int:
+        return self.cache.version
+
+    @property
+    def records(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.cache.records()
 
     def apply(self, delta: Mapping[str, Any]) -> int:
-        """Apply one delta answer of the hub, change by change in version order; returns how
-        many changes it held."""
-        fields = delta["fields"]
-        for change in delta["changes"]:
-            entry = dict(zip(fields, change, strict=True))
-            if entry["record"] is None:
-                self.records.pop((entry["kind"], entry["key"]), None)
-            else:
-                self.records[(entry["kind"], entry["key"])] = entry["record"]
-        self.version = max(self.version, int(delta["version"]))
-        prices: dict[str, list[Price]] = {}
-        promotions = []
-        for (kind, _), record in self.records.items():
-            if kind == MasterKind.PRICE:
-                price = Price.model_validate(record)
-                prices.setdefault(price.sku, []).append(price)
-            elif kind == MasterKind.PROMOTION:
-                promotions.append(Promotion.model_validate(record))
-        self._prices, self._promotions = prices, promotions
-        return len(delta["changes"])
+        """Apply one delta answer of the hub; returns how many changes it held."""
+        return self.cache.apply(delta)
 
     def price(self, sku: str, at: datetime) -> Decimal | None:
-        found = price_at(self._prices.get(sku, []), self.store, at)
+        found = self.cache.price(sku, at)
         return None if found is None or found.currency != self.store.currency else found.price
 
     def promotions(self, at: datetime) -> Sequence[Promotion]:
-        return active_promotions(self._promotions, self.store, at)
+        return self.cache.promotions(at)
 
 
 class MasterFollower:
     """Keeps a store's copy current over the hub's API, with the store's own key."""
 
     def __init__(self, client: httpx.Client, store: Store, key: str, *, page: int = 500) -> None:
-        self.client = client
         self.copy = StoreMasterCopy(store)
-        self.headers = {"authorization": f"Bearer {key}"}
-        self.page = page
+        self.sync_ = MasterSync(self.copy.cache, client, store.store_id, key, page=page)
 
     def sync(self) -> int:
         """Apply everything that changed since the copy's version, then acknowledge the version
         reached; returns how many changes were applied."""
-        store_id = self.copy.store.store_id
-        applied = 0
-        while True:
-            answer = self.client.get(
-                f"/v1/stores/{store_id}/masterdata",
-                params={"since": self.copy.version, "limit": self.page},
-                headers=self.headers,
-            )
-            answer.raise_for_status()
-            delta = answer.json()
-            applied += self.copy.apply(delta)
-            if delta["complete"]:
-                break
-        self.client.post(
-            f"/v1/stores/{store_id}/masterdata/ack", json={"version": self.copy.version}, headers=self.headers
-        ).raise_for_status()
-        return applied
+        return self.sync_.sync().applied
 
 
 def _whole(day: date) -> tuple[datetime, datetime]:

@@ -282,7 +282,7 @@ async def get_price(
     require_store(principal, store_id)
     services: Services = request.app.state.services
     store = _store(services, store_id)
-    when = datetime.now(UTC) if at is None else _instant(at)
+    when = datetime.now(UTC) if at is None else instant(at)
 
     def read() -> tuple[list[Price], list[Promotion], Product | None]:
         found = services.products.find_products([sku])
@@ -292,24 +292,35 @@ async def get_price(
     prices, promotions, product = await run_in_threadpool(read)
     price = price_at(prices, store, when)
     if price is None:
-        raise Problem(
-            404, "No price", f"{sku} has no price in {store_id} at {when.isoformat()}", type_="not-found"
-        )
+        raise no_price(store, sku, when)
     department = None if product is None else product.department
     active = active_promotions(promotions, store, when, sku=sku, department=department)
-    return json_response(
-        {
-            "store_id": store_id,
-            "sku": sku,
-            "at": when.isoformat(),
-            "local_time": local_time(store, when).isoformat(),
-            "price": price.model_dump(mode="json", exclude_defaults=True),
-            "promotions": [p.model_dump(mode="json", exclude_defaults=True) for p in active],
-        }
+    return json_response(price_body(store, sku, when, price, active))
+
+
+def price_body(
+    store: Store, sku: str, when: datetime, price: Price, promotions: Sequence[Promotion]
+) -> dict[str, Any]:
+    """The answer of a price lookup: the price `store` charges for `sku` at instant `when`, and
+    the promotions running then that name the SKU or its department."""
+    return {
+        "store_id": store.store_id,
+        "sku": sku,
+        "at": when.isoformat(),
+        "local_time": local_time(store, when).isoformat(),
+        "price": price.model_dump(mode="json", exclude_defaults=True),
+        "promotions": [p.model_dump(mode="json", exclude_defaults=True) for p in promotions],
+    }
+
+
+def no_price(store: Store, sku: str, when: datetime) -> Problem:
+    """The problem a price lookup answers when the store has no price for `sku` at `when`."""
+    return Problem(
+        404, "No price", f"{sku} has no price in {store.store_id} at {when.isoformat()}", type_="not-found"
     )
 
 
-def _instant(text: str) -> datetime:
+def instant(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
