@@ -24,6 +24,7 @@ from tillflow.services import Services
 from tillflow.storage.compliance import SQLComplianceLog
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.goods_movements import SQLGoodsMovementLog
+from tillflow.storage.health import SQLStoreHealthBook
 from tillflow.storage.inventory import SQLInventoryLedger
 from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.loyalty import SQLLoyaltyBook
@@ -222,6 +223,7 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         loyalty_book=loyalty_book,
         masterdata=masterdata,
         deviations=deviations,
+        store_health=SQLStoreHealthBook(engine),
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
         erp=lambda: downstream.erp,

@@ -66,6 +66,7 @@ class HubSettings(BaseModel):
     loyalty_programs: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     # the loyalty tick reads the platform's statement (its bonuses and expiries) at most this often
     loyalty_statement_seconds: float = Field(default=30.0, ge=0)
+    store_offline_seconds: float = Field(default=30.0, gt=0)  # a store silent this long is offline
 
     @field_validator("worker_flows")
     @classmethod

@@ -22,6 +22,7 @@ from tillflow.model import (
     LoggedEvent,
     Product,
     Store,
+    StoreHeartbeat,
     Transaction,
 )
 from tillflow.model.masterdata import MasterKind, Price, Promotion
@@ -1066,3 +1067,33 @@ class ComplianceLog(Protocol):
         ...
 
     def find_deviations(self, business_day: date, store_id: str | None = None) -> list[Deviation]: ...
+
+
+# --- store health -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LatestHeartbeat:
+    """A store's latest heartbeat and when the hub received it (by the hub's clock)."""
+
+    store_id: str
+    beat: StoreHeartbeat
+    received_at: datetime
+
+    @property
+    def clock_skew_seconds(self) -> float:
+        """The hub's receive time minus the agent's send time (positive: the store's clock is
+        behind the hub's, or the beat was long on the way)."""
+        return (self.received_at - self.beat.sent_at).total_seconds()
+
+
+class StoreHealthBook(Protocol):
+    """Where the hub keeps the latest heartbeat of each store's edge agent."""
+
+    def record_heartbeat(self, store_id: str, beat: StoreHeartbeat, received_at: datetime) -> None:
+        """Keep `beat` as the store's latest heartbeat (it replaces the one before)."""
+        ...
+
+    def list_health(self) -> list[LatestHeartbeat]:
+        """The latest heartbeat of every store heard from, by store id."""
+        ...

@@ -27,6 +27,7 @@ from tillflow.ports import (
     StatsReader,
     StockBook,
     StoreDays,
+    StoreHealthBook,
     TransactionStore,
 )
 
@@ -50,6 +51,7 @@ class Services:
     loyalty_book: LoyaltyBook  # redemption sagas and the points ledger
     masterdata: MasterData  # items, prices and promotions, versioned, and the stores' acks
     deviations: ComplianceLog  # what departs from the promotion calendar
+    store_health: StoreHealthBook  # the latest heartbeat of each store's edge agent
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)

@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 import tillflow
-from tillflow.hub.api import books, health, inventory, loyalty, masterdata, transactions
+from tillflow.hub.api import books, health, inventory, loyalty, masterdata, stores, transactions
 from tillflow.hub.problems import install_problem_handlers
 from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
@@ -68,6 +68,7 @@ def create_app(
         books.router,
         loyalty.router,
         health.router,
+        stores.router,
     ):
         app.include_router(router)
     _publish_transaction_schema(app)

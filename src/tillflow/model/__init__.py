@@ -3,6 +3,7 @@
 from tillflow.model.catalog import Channel, Product, Register, Store
 from tillflow.model.dayclose import DayClose, RegisterClose
 from tillflow.model.events import CloudEvent, LoggedEvent
+from tillflow.model.health import StoreHeartbeat, StoreStatus
 from tillflow.model.inventory import CountLine, InventoryMovement, MovementReason, StockCount
 from tillflow.model.ledger import Journal, JournalLine
 from tillflow.model.loyalty import LoyaltyAccrual, LoyaltyRedemption
@@ -51,6 +52,8 @@ __all__ = [
     "RegisterClose",
     "StockCount",
     "Store",
+    "StoreHeartbeat",
+    "StoreStatus",
     "TaxLine",
     "Tender",
     "TenderKind",

@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -514,3 +515,19 @@ compliance_deviations = Table(
     Column("recorded_us", BigInteger, nullable=False),
 )
 Index("ix_compliance_deviations_day", compliance_deviations.c.business_day, compliance_deviations.c.store_id)
+
+# The latest heartbeat of each store's edge agent (a new one replaces it), with the hub's receive
+# time; `sent_us` is the agent's clock, so the two give the skew between the clocks.
+store_heartbeats = Table(
+    "store_heartbeats",
+    metadata,
+    Column("store_id", String(64), primary_key=True),
+    Column("agent_version", String(64), nullable=False),
+    Column("sent_us", BigInteger, nullable=False),
+    Column("received_us", BigInteger, nullable=False),
+    Column("buffer_depth", BigInteger, nullable=False),
+    Column("oldest_unsent_age_seconds", Float, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_total", BigInteger, nullable=False),
+    Column("conflicts", BigInteger, nullable=False),
+)
