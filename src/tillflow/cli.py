@@ -220,9 +220,43 @@ def sim_erp(
     serve(port, data_dir / "erp.db", host=host, settings=_sim_settings(ErpSimSettings, settings))
 
 
+@sim_app.command("proxy")
+def sim_proxy(
+    listen: Annotated[int, typer.Option(help="port to listen on")],
+    target: Annotated[str, typer.Option(help="where to forward: HOST:PORT")],
+    admin_port: Annotated[int | None, typer.Option(help="faults API port (default: listen + 1)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="seed of each connection's fate")] = 0,
+) -> None:
+    """Run a TCP proxy that injects faults (down, drops, delay, resets mid-response), changed at
+    run time through its faults API: GET, PATCH or DELETE /faults on the admin port."""
+    from tillflow.sim.faultproxy import parse_target, serve
+
+    try:
+        target_host, target_port = parse_target(target)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    admin = listen + 1 if admin_port is None else admin_port
+    console.print(f"fault proxy on {host}:{listen} to {target}; faults API on http://{host}:{admin}/faults")
+    serve(listen, target_host, target_port, host=host, admin_port=admin, seed=seed)
+
+
 @app.command("import")
 def import_(
-    files: Annotated[list[Path], typer.Argument(help="POSLog XML, end-of-day CSV, Shopify or Square JSON")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="POSLog XML, end-of-day CSV, Shopify or Square JSON; with --kind: master data CSV or JSON"
+        ),
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="items, prices or promotions: load master data through the hub's batch API (an admin key)",
+        ),
+    ] = None,
     hub_url: Annotated[
         str | None, typer.Option("--hub", envvar="TILLFLOW_HUB_URL", help="the hub's URL")
     ] = None,
@@ -231,32 +265,49 @@ def import_(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="parse and report; send nothing")] = False,
     json_out: Annotated[
-        bool, typer.Option("--json", help="print each canonical transaction as one JSON line")
+        bool,
+        typer.Option("--json", help="print each canonical transaction (with --kind: row) as one JSON line"),
     ] = False,
     fmt: Annotated[
-        str | None, typer.Option("--format", help="poslog, csv, shopify or square (default: detected)")
+        str | None,
+        typer.Option(
+            "--format", help="poslog, csv, shopify or square; with --kind: csv or json (default: detected)"
+        ),
     ] = None,
     report: Annotated[
         Path, typer.Option("--report", help="the quarantine report (CSV), written when a record is refused")
     ] = Path("quarantine.csv"),
-    batch: Annotated[int, typer.Option(help="transactions per request to the hub", min=1, max=1000)] = 500,
+    batch: Annotated[int, typer.Option(help="records per request to the hub", min=1, max=1000)] = 500,
     config: ConfigOpt = None,
 ) -> None:
     """Import files into tillflow: detect the format, map to canonical transactions, send them
-    to the hub, and write refused records to a quarantine report."""
-    from tillflow.importer import run_import
+    to the hub, and write refused records to a quarantine report. With --kind, load items,
+    prices or promotions from an ERP or PIM file the same way (no config needed)."""
+    from tillflow.importer import MASTER_MODELS, run_import, run_master_import
 
-    cfg = _config(config, None)
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        console.print(f"[red]no such file: {', '.join(missing)}[/red]")
-        raise typer.Exit(2)
-    if not dry_run and (hub_url is None or api_key is None):
-        console.print(
-            "[red]give --hub URL and --api-key KEY (or TILLFLOW_HUB_URL and TILLFLOW_API_KEY),"
-            " or --dry-run[/red]"
+    if kind is not None:
+        if kind not in MASTER_MODELS:
+            console.print(f"[red]--kind is items, prices or promotions, not {kind}[/red]")
+            raise typer.Exit(2)
+        if fmt not in (None, "csv", "json"):
+            console.print(f"[red]with --kind, --format is csv or json, not {fmt}[/red]")
+            raise typer.Exit(2)
+        _check_import(files, hub_url, api_key, dry_run)
+        raise typer.Exit(
+            run_master_import(
+                files,
+                kind,
+                report_path=report,
+                hub_url=None if dry_run else hub_url,
+                api_key=None if dry_run else api_key,
+                fmt="json" if fmt == "json" else "csv" if fmt == "csv" else None,
+                batch=batch,
+                json_out=json_out,
+                console=console,
+            )
         )
-        raise typer.Exit(2)
+    cfg = _config(config, None)
+    _check_import(files, hub_url, api_key, dry_run)
     raise typer.Exit(
         run_import(
             files,
@@ -271,6 +322,142 @@ def import_(
             console=console,
         )
     )
+
+
+def _check_import(files: list[Path], hub_url: str | None, api_key: str | None, dry_run: bool) -> None:
+    """Exits 2 when a file is missing, or the hub or its key is not given for a real import."""
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        console.print(f"[red]no such file: {', '.join(missing)}[/red]")
+        raise typer.Exit(2)
+    if not dry_run and (hub_url is None or api_key is None):
+        console.print(
+            "[red]give --hub URL and --api-key KEY (or TILLFLOW_HUB_URL and TILLFLOW_API_KEY),"
+            " or --dry-run[/red]"
+        )
+        raise typer.Exit(2)
+
+
+edge_app = typer.Typer(
+    help="The store agent: takes the tills' transactions durably and forwards them to the hub."
+)
+app.add_typer(edge_app, name="edge")
+
+
+@edge_app.callback(invoke_without_command=True)
+def edge(
+    ctx: typer.Context,
+    store: Annotated[
+        list[str] | None, typer.Option("--store", help="a store this agent serves (repeat for several)")
+    ] = None,
+    hub_url: Annotated[
+        str | None, typer.Option("--hub", envvar="TILLFLOW_HUB_URL", help="the hub's URL")
+    ] = None,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="where the stores' outboxes live")] = Path(
+        "edge-data"
+    ),
+    host: Annotated[str, typer.Option(help="address the local API listens on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port the local API listens on")] = 8710,
+    batch: Annotated[int, typer.Option(help="transactions per request to the hub", min=1, max=1000)] = 500,
+    linger_ms: Annotated[int, typer.Option(help="how long a batch waits to fill", min=0)] = 200,
+    heartbeat_seconds: Annotated[float, typer.Option(help="seconds between heartbeats", min=0.1)] = 5.0,
+    max_backoff: Annotated[
+        float, typer.Option(help="the longest pause (seconds) while the hub is unreachable", min=0.1)
+    ] = 30.0,
+    retention_days: Annotated[
+        float, typer.Option(help="days delivered transactions are kept for a re-send", min=0)
+    ] = 7.0,
+    max_outbox_mb: Annotated[
+        float | None, typer.Option(help="each store's outbox at most this size (default: the disk)", min=0.01)
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run the store agent: the local API for the tills, an outbox and a forwarder per store. The
+    hub key comes from TILLFLOW_API_KEY_<STORE> (or TILLFLOW_API_KEY for one store); with
+    TILLFLOW_EDGE_LOCAL_KEY set, the tills must send it as their bearer token."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import logging
+    import os
+    from datetime import timedelta
+
+    import uvicorn
+
+    from tillflow.edge.agent import LOCAL_KEY, AgentSettings, EdgeAgent, api_keys
+    from tillflow.edge.app import create_edge_app
+
+    if not store or not hub_url:
+        console.print("[red]give --store S (one or more) and --hub URL[/red]")
+        raise typer.Exit(2)
+    cfg = _config(config, None)
+    try:
+        keys = api_keys(store, os.environ)
+        settings = AgentSettings(
+            hub_url=hub_url,
+            data_dir=data_dir,
+            batch=batch,
+            linger=linger_ms / 1000,
+            retention=timedelta(days=retention_days),
+            heartbeat_seconds=heartbeat_seconds,
+            max_backoff=max_backoff,
+            max_outbox_bytes=None if max_outbox_mb is None else int(max_outbox_mb * 1024 * 1024),
+            max_batch_records=cfg.hub.max_batch_records,
+            max_body_bytes=cfg.hub.max_body_bytes,
+        )
+        agent = EdgeAgent(
+            store,
+            keys,
+            settings,
+            import_context=cfg.import_context(),
+            poslog_settings=cfg.imports.poslog,
+            local_key=os.environ.get(LOCAL_KEY),
+        )
+    except TillflowError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    console.print(f"tillflow edge on http://{host}:{port} for {', '.join(store)}, forwarding to {hub_url}")
+    uvicorn.run(create_edge_app(agent), host=host, port=port, log_level="warning", access_log=False)
+
+
+@edge_app.command("close-day")
+def edge_close_day(
+    store: Annotated[str, typer.Option("--store", help="the store whose day closes")],
+    day: Annotated[str, typer.Option("--day", help="the business day, YYYY-MM-DD")],
+    url: Annotated[str, typer.Option("--url", help="the agent's local API")] = "http://127.0.0.1:8710",
+    json_out: Annotated[bool, typer.Option("--json", help="print the Z report as JSON")] = False,
+) -> None:
+    """Build the store-day's Z report from the agent's outbox and queue it at the agent, which
+    sends it to the hub after the day's transactions."""
+    import os
+    from datetime import date
+
+    import httpx
+
+    from tillflow.edge.agent import LOCAL_KEY, close_day
+
+    try:
+        business_day = date.fromisoformat(day)
+    except ValueError as exc:
+        console.print(f"[red]--day is YYYY-MM-DD, not {day!r}[/red]")
+        raise typer.Exit(2) from exc
+    try:
+        report, answer = close_day(url, store, business_day, local_key=os.environ.get(LOCAL_KEY))
+    except (httpx.HTTPError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    if json_out:
+        typer.echo(report.model_dump_json())
+        return
+    table = Table("register", "transactions", "last sequence", "tenders")
+    for register in report.registers:
+        tenders = ", ".join(f"{k.value} {v}" for k, v in sorted(register.totals_by_tender.items()))
+        table.add_row(
+            register.register_id, str(register.transaction_count), str(register.last_sequence), tenders
+        )
+    Console().print(table)
+    console.print(f"day close of {store} on {business_day}: {answer['verdict']}, queued at the agent")
 
 
 if __name__ == "__main__":

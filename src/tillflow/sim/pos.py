@@ -18,13 +18,12 @@ from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from tillflow.flows.compliance import discount
+from tillflow.flows.z_report import z_reports
 from tillflow.model import (
-    DayClose,
     ItemType,
     LineAction,
     LineItem,
     Product,
-    RegisterClose,
     Store,
     TenderKind,
     Transaction,
@@ -596,39 +595,3 @@ def _applied(
             if off > 0:
                 modifiers.append({"amount": off, "promotion_id": promotion.promotion_id})
     return tuple(modifiers)
-
-
-def z_reports(transactions: Iterable[Transaction], *, closed_at: datetime) -> list[DayClose]:
-    """The Z report each register would print at the end of each store-day `transactions`
-    cover: how many transactions it recorded, its last sequence and its tender totals (net of
-    change; a refund counts against its tender)."""
-    days: dict[tuple[str, date], dict[str, list[Transaction]]] = {}
-    for tx in transactions:
-        days.setdefault((tx.store_id, tx.business_day), {}).setdefault(tx.register_id, []).append(tx)
-    reports = []
-    for (store_id, business_day), registers in sorted(days.items()):
-        closes = []
-        currency = next(iter(registers.values()))[0].currency
-        for register_id, txs in sorted(registers.items()):
-            totals: dict[TenderKind, Decimal] = {}
-            for tx in txs:
-                for tender in tx.tenders:
-                    totals[tender.kind] = totals.get(tender.kind, Decimal(0)) + tender.amount - tender.change
-            closes.append(
-                RegisterClose(
-                    register_id=register_id,
-                    transaction_count=len(txs),
-                    last_sequence=max(tx.sequence for tx in txs),
-                    totals_by_tender=totals,
-                )
-            )
-        reports.append(
-            DayClose(
-                store_id=store_id,
-                business_day=business_day,
-                currency=currency,
-                closed_at=closed_at,
-                registers=tuple(closes),
-            )
-        )
-    return reports

@@ -1,8 +1,13 @@
-"""`/v1/transactions`: batch ingest, one transaction, and its trace timeline."""
+"""`/v1/transactions`: batch ingest, one transaction, and its trace timeline.
+
+The batch handler's body (`answer_batch`) is shared with the store agent's local API, which
+answers a till exactly as the hub does."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,13 +17,14 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from tillflow.errors import FormatError
+from tillflow.formats.records import ImportContext
 from tillflow.hub.auth import require_key
 from tillflow.hub.ingest import RecordResult, forbidden_records, ingest_records, poslog_records
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import Transaction
 from tillflow.observe.trace import child_traceparent, trace_id_of
-from tillflow.ports import Principal, StoredTransaction
+from tillflow.ports import Principal, StoredTransaction, TransactionStore
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
 
@@ -63,19 +69,34 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(chunks)
 
 
-@router.post("", openapi_extra=_BATCH_SCHEMA, summary="Submit a batch of canonical transactions")
-async def post_transactions(request: Request, principal: Principal = Depends(require_key)) -> Response:
-    """Answers per record: accepted / duplicate / conflict / invalid (field path and reason)."""
+@dataclass(frozen=True)
+class BatchIntake:
+    """What taking a batch needs beside the request: where its records go, the limits, how a
+    POSLog body is read, and why records may not be taken from this caller (`forbidden`: one
+    reason per record refused; any refuses the whole batch with 403)."""
+
+    store: TransactionStore
+    max_body_bytes: int
+    max_batch_records: int
+    import_context: ImportContext
+    poslog_settings: Any
+    forbidden: Callable[[Sequence[Any]], list[str]]
+    # a request without a traceparent: its records start a new trace (the hub), or carry none
+    # and the next hop starts it (a store agent, which forwards records of many requests at once)
+    trace_untraced: bool = True
+
+
+async def answer_batch(request: Request, intake: BatchIntake) -> Response:
+    """Read, validate, authorise and record a batch (canonical JSON or a POSLog document); the
+    answer per record: accepted / duplicate / conflict / invalid (field path and reason)."""
     received_at = datetime.now(UTC)
-    services = request.app.state.services
-    hub = services.config.hub
-    body = await read_body(request, hub.max_body_bytes)
+    body = await read_body(request, intake.max_body_bytes)
     positions: list[int] | None = None  # where each record sits in a POSLog document
     known: list[RecordResult] = []  # answers the POSLog parser already gave
     if _media_type(request) in XML_TYPES:
         try:
             parsed, known = await run_in_threadpool(
-                poslog_records, body, services.import_context, services.config.imports.poslog
+                poslog_records, body, intake.import_context, intake.poslog_settings
             )
         except FormatError as exc:
             raise Problem(400, "Unreadable POSLog", str(exc), type_="malformed-xml") from exc
@@ -92,25 +113,29 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
             raise Problem(400, "Not a batch", 'the body is {"transactions": [...]}', type_="not-a-batch")
         records = found
         count = len(records)
-    if count > hub.max_batch_records:
+    if count > intake.max_batch_records:
         raise Problem(
             413,
             "Batch too large",
-            f"{count} records; the limit is {hub.max_batch_records}",
+            f"{count} records; the limit is {intake.max_batch_records}",
             type_="batch-too-large",
         )
-    forbidden = forbidden_records(records, principal, services.config.store_ids())
+    forbidden = intake.forbidden(records)
     if forbidden:
         raise Problem(403, "Store not allowed", "; ".join(forbidden[:20]), type_="forbidden-store")
-    traceparent = child_traceparent(request.headers.get("traceparent"))
+    parent = request.headers.get("traceparent")
+    traceparent = child_traceparent(parent)
     results = await run_in_threadpool(
-        ingest_records, records, services.transactions, traceparent=traceparent, received_at=received_at
+        ingest_records,
+        records,
+        intake.store,
+        traceparent=traceparent if parent or intake.trace_untraced else None,
+        received_at=received_at,
     )
     if positions is not None:  # answer per transaction of the POSLog document, in its order
         for result in results:
             result.index = positions[result.index]
         results = sorted([*results, *known], key=lambda r: r.index)
-    request.app.state.wake_consumers()
     counts = Counter(r.status.value for r in results)
     return json_response(
         {
@@ -120,6 +145,25 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
         },
         headers={"traceparent": traceparent},
     )
+
+
+@router.post("", openapi_extra=_BATCH_SCHEMA, summary="Submit a batch of canonical transactions")
+async def post_transactions(request: Request, principal: Principal = Depends(require_key)) -> Response:
+    """Answers per record: accepted / duplicate / conflict / invalid (field path and reason)."""
+    services = request.app.state.services
+    hub = services.config.hub
+    stores = services.config.store_ids()
+    intake = BatchIntake(
+        store=services.transactions,
+        max_body_bytes=hub.max_body_bytes,
+        max_batch_records=hub.max_batch_records,
+        import_context=services.import_context,
+        poslog_settings=services.config.imports.poslog,
+        forbidden=lambda records: forbidden_records(records, principal, stores),
+    )
+    answer = await answer_batch(request, intake)
+    request.app.state.wake_consumers()
+    return answer
 
 
 _STATUSES = ("accepted", "duplicate", "conflict", "invalid")
