@@ -51,8 +51,9 @@ from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
 from tillflow.model import Product, Store, Transaction, transaction_id
 from tillflow.model.masterdata import Price, Promotion
-from tillflow.processes import HubProcess, ReferenceService, free_port
+from tillflow.processes import EdgeAgentProcess, HubProcess, ReferenceService, free_port
 from tillflow.sim.backoffice import MasterFollower, demo_calendar, flash_sale
+from tillflow.sim.faultproxy import FaultProxy, ProxyFaults
 from tillflow.sim.pos import CATALOG, PosTrafficGenerator, TillMaster, demo_stores, z_reports
 
 
@@ -72,6 +73,8 @@ class DemoSettings:
     bus: Literal["sqlite", "jetstream"] = "sqlite"  # jetstream: a local nats-server is started
     downstream: bool = True  # start the reference ERP and loyalty platform, and post to them
     day_close_grace: float = 5.0  # seconds an aggregated store's day close waits for its gap
+    edge_agents: int = 4  # the stores' edge agent processes the tills send to (0: straight to the hub)
+    link_cut_seconds: float = 6.0  # how long the first agent's link to the hub is cut mid-run
 
 
 def nats_server_binary() -> str | None:
@@ -121,7 +124,13 @@ def prepare(
     port = settings.port or free_port()
     stores = demo_stores(settings.stores)
     config = TillflowConfig(
-        hub=HubSettings(data_dir=data_dir, port=port, sqlite_synchronous="NORMAL", promotion_compliance=True),
+        hub=HubSettings(
+            data_dir=data_dir,
+            port=port,
+            sqlite_synchronous="NORMAL",
+            promotion_compliance=True,
+            store_offline_seconds=3,  # an agent beats every second: three missed and it is offline
+        ),
         bus=bus or BusSettings(),
         stores=stores,
         connectors=connectors or ConnectorSettings(),
@@ -302,7 +311,10 @@ def _run_hub(
     try:
         hub.wait_ready()
         console.print(f"hub up at [bold]{url}[/bold] (data in {data_dir}, bus: {config.bus.kind})")
-        summary = drive(settings, config, keys, admin, url, console, downstream)
+        with edge_fleet(settings, config.stores, keys, config.hub.port, data_dir) as fleet:
+            for agent in fleet.agents:
+                console.print(f"edge agent at {agent.url} for {', '.join(agent.stores)}")
+            summary = drive(settings, config, keys, admin, url, console, downstream, fleet)
         show(summary, console, settings.json_out)
         if settings.keep_running:
             console.print(f"\nhub running at [bold]{url}[/bold] — OpenAPI at {url}/docs")
@@ -532,6 +544,119 @@ class MasterDataRun:
         }
 
 
+AGENT_OPTIONS = ("--heartbeat-seconds", "1", "--max-backoff", "1", "--linger-ms", "50")
+
+
+class EdgeFleet:
+    """The stores' edge agents, each behind a fault-injecting proxy on its link to the hub. The
+    tills send to their store's agent, which answers once the sale is on the store's disk and
+    forwards it. A few of the hub's answers are lost on the way back (the connection reset after
+    the hub answered), and mid-run the first agent's link is cut for a while."""
+
+    def __init__(self, links: Sequence[tuple[EdgeAgentProcess, FaultProxy]]) -> None:
+        self.links = list(links)
+        self.agents = [agent for agent, _ in self.links]
+        self.url_of = {store: agent.url for agent in self.agents for store in agent.stores}
+        self.during_cut: dict[str, str] = {}  # store: what the hub showed just before the link came back
+        self.cut_error: str | None = None
+
+    @contextmanager
+    def cut(self, seconds: float, client: httpx.Client, admin_headers: dict[str, str]) -> Iterator[None]:
+        """The first agent's link to the hub is down for `seconds` from the start of the block,
+        while its tills go on sending to it."""
+        if not self.links or seconds <= 0:
+            yield
+            return
+        proxy = self.links[0][1]
+
+        def restore() -> None:
+            try:
+                health = client.get("/v1/stores/health", headers=admin_headers).raise_for_status().json()
+                cut = set(self.agents[0].stores)
+                self.during_cut = {
+                    s["store_id"]: s["status"] for s in health["stores"] if s["store_id"] in cut
+                }
+            except httpx.HTTPError as exc:
+                self.cut_error = str(exc)
+            finally:
+                proxy.set_faults(down=False)
+
+        proxy.set_faults(down=True)
+        timer = threading.Timer(seconds, restore)
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.join()  # the link is back before the run goes on
+
+    def wait_drained(self, deadline: float) -> None:
+        """Until every agent has forwarded everything it acknowledged (or `deadline` passed)."""
+        while self.agents and time.monotonic() < deadline:
+            statuses = [s for agent in self.agents for s in agent.status().values()]
+            if all(s["buffer_depth"] == 0 and s["day_closes_pending"] == 0 for s in statuses):
+                return
+            time.sleep(0.2)
+
+    def outcome(self, health: dict[str, Any]) -> dict[str, Any]:
+        """The agents' outboxes, what the proxies did to the links, and the stores' health as
+        the hub sees it now and saw it while the link was cut."""
+        if not self.agents:
+            return {"agents": 0, "consistent": True}
+        statuses = {store: s for agent in self.agents for store, s in agent.status().items()}
+        faults: Counter[str] = Counter()
+        for _, proxy in self.links:
+            faults.update(proxy.counters)
+        now = {s["store_id"]: s["status"] for s in health["stores"] if s["store_id"] in statuses}
+        cut = list(self.agents[0].stores)
+        return {
+            "agents": len(self.agents),
+            "delivered": sum(s["delivered_total"] for s in statuses.values()),
+            "left_in_outboxes": sum(s["buffer_depth"] for s in statuses.values()),
+            "refused_at_the_agents": sum(s["local_conflicts"] for s in statuses.values()),
+            "hub_answers_lost": faults["reset_mid_response"],
+            "link_cut": {"stores": cut, "hub_saw": self.during_cut, "error": self.cut_error},
+            "health_now": dict(Counter(now.values())),
+            "consistent": all(
+                s["buffer_depth"] == 0 and s["conflicts"] == 0 and s["refused"] == 0
+                for s in statuses.values()
+            )
+            and all(status == "online" for status in now.values())
+            and all(self.during_cut.get(store) == "offline" for store in cut),
+        }
+
+
+@contextmanager
+def edge_fleet(
+    settings: DemoSettings, stores: Sequence[Store], keys: dict[str, str], hub_port: int, data_dir: Path
+) -> Iterator[EdgeFleet]:
+    """`settings.edge_agents` agent processes (at most one per store), each serving a share of the
+    stores through its own fault proxy to the hub."""
+    n = min(settings.edge_agents, len(stores))
+    if n <= 0:
+        yield EdgeFleet([])
+        return
+    size = -(-len(stores) // n)
+    groups = [stores[i : i + size] for i in range(0, len(stores), size)]
+    with ExitStack() as stack:
+        links = []
+        for i, group in enumerate(groups, 1):
+            faults = ProxyFaults(reset_mid_response_rate=0.02)
+            proxy = stack.enter_context(
+                FaultProxy(0, "127.0.0.1", hub_port, seed=settings.seed + i, faults=faults)
+            )
+            agent = EdgeAgentProcess(
+                {s.store_id: keys[s.store_id] for s in group},
+                f"http://127.0.0.1:{proxy.port}",
+                data_dir / f"edge-{i}",
+                options=AGENT_OPTIONS,
+            )
+            stack.callback(agent.stop)
+            links.append((agent, proxy))
+        for agent, _ in links:
+            agent.wait_ready()
+        yield EdgeFleet(links)
+
+
 def drive(
     settings: DemoSettings,
     config: TillflowConfig,
@@ -540,8 +665,10 @@ def drive(
     url: str,
     console: Console,
     downstream: dict[str, ReferenceService] | None = None,
+    fleet: EdgeFleet | None = None,
 ) -> dict[str, Any]:
     downstream = downstream or {}
+    fleet = fleet or EdgeFleet([])
     rng = random.Random(settings.seed)
     day = datetime.now(UTC).date()
     checkouts = Checkouts(url, keys) if downstream else None
@@ -578,7 +705,7 @@ def drive(
         def send(item: tuple[str, list[dict[str, Any]]]) -> Counter[str]:
             store, records = item
             response = client.post(
-                "/v1/transactions",
+                f"{fleet.url_of.get(store, url)}/v1/transactions",  # the store's agent, or the hub
                 content=orjson.dumps({"transactions": records}),
                 headers={"authorization": f"Bearer {keys[store]}", "content-type": "application/json"},
             )
@@ -607,7 +734,10 @@ def drive(
             plan.add(second, frozenset())
             progress.update(task, total=plan.records() + settings.conflicts)
             started += time.monotonic() - ringing
-            with LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext():
+            with (
+                LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext(),
+                fleet.cut(settings.link_cut_seconds, client, admin_headers),
+            ):
                 send_seconds += send_all(plan.batches())
                 # once their originals are in: records reusing an identity with other content
                 send_seconds += send_all(plan.clash(txs, settings.conflicts))
@@ -624,6 +754,7 @@ def drive(
         groups = ["inventory", "compliance", *(("posting", "loyalty") if downstream else ())]
         tasks = {g: progress.add_task(names[g], total=counts["accepted"]) for g in groups}
         deadline = time.monotonic() + 300
+        fleet.wait_drained(deadline)  # every sale the agents acknowledged is at the hub
         while True:  # caught up: every flow handled every event, every accepted sale applied
             flows = client.get("/v1/flows", headers=admin_headers).json()
             states = {
@@ -651,6 +782,7 @@ def drive(
             accepted += reconciliation["corrected"]
             reconciliation["loyalty"] = loyalty_liability(client, admin_headers)
     masterdata = master.outcome(txs, accepted)
+    edge = fleet.outcome(httpx.get(f"{url}/v1/stores/health", headers=admin_headers, timeout=30).json())
     master_client.close()
     if checkouts is not None:
         checkouts.close()
@@ -698,7 +830,9 @@ def drive(
         "end_to_end_seconds": round(total_seconds, 2),
         "sample_trace": trace,
         "masterdata": masterdata,
+        "edge": edge,
         "consistent": masterdata["consistent"]
+        and edge["consistent"]
         and counts["accepted"] == expected_accepted
         and counts["invalid"] == plan.expected_invalid
         and counts["conflict"] == len(clashes)
@@ -900,6 +1034,7 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
     if reconciliation:
         show_reconciliation(reconciliation, console)
     show_masterdata(summary["masterdata"], console)
+    show_edge(summary["edge"], console)
     hops = summary["sample_trace"].get("hops", [])
     console.print(
         f"trace of {summary['sample_trace'].get('transaction_id')}: "
@@ -993,6 +1128,25 @@ def show_masterdata(master: dict[str, Any], console: Console) -> None:
     console.print(
         f"promotion compliance: {found} ({agrees}); every other store-day clean;"
         f" alert (≥ {master['alert_threshold']} deviations in a store-day): {alerts}"
+    )
+
+
+def show_edge(edge: dict[str, Any], console: Console) -> None:
+    """What the stores' edge agents did with the sales, and the links they ran over."""
+    if not edge["agents"]:
+        return
+    cut = edge["link_cut"]
+    seen = ", ".join(f"{store} {status}" for store, status in cut["hub_saw"].items()) or cut["error"] or "-"
+    health = ", ".join(f"{n} {status}" for status, n in edge["health_now"].items())
+    console.print(
+        f"edge: {edge['agents']} agents acknowledged each sale once on the store's disk and forwarded"
+        f" {edge['delivered']:,} ({edge['left_in_outboxes']} left in their outboxes);"
+        f" {edge['hub_answers_lost']} hub answers lost on the way back and resent;"
+        f" {edge['refused_at_the_agents']} reused identities stopped at the agents"
+    )
+    console.print(
+        f"link of {', '.join(cut['stores'])} cut mid-run: the hub showed {seen}; the tills kept selling;"
+        f" stores now: {health}"
     )
 
 

@@ -1,13 +1,17 @@
-"""Child processes the demo and the benchmarks run: the hub, and the reference loyalty
-platform and ERP, each a real process on a free loopback port with its own log file."""
+"""Child processes the demo and the benchmarks run: the hub, the stores' edge agents, and the
+reference loyalty platform and ERP, each a real process on a free loopback port with its own log
+file."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -27,7 +31,9 @@ class ChildProcess:
     name = "process"
     ready_path = "/healthz"
 
-    def __init__(self, args: list[str], log_path: Path, url: str) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, url: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.url = url
         self.log_path = log_path
         self._log = log_path.open("ab")
@@ -36,6 +42,7 @@ class ChildProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=None if env is None else dict(env),
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -64,6 +71,34 @@ class HubProcess(ChildProcess):
 
     def __init__(self, config_path: Path, log_path: Path, url: str) -> None:
         super().__init__(["hub", "--config", str(config_path)], log_path, url)
+
+
+class EdgeAgentProcess(ChildProcess):
+    """`tillflow edge` for some stores: their tills' local API, forwarding to `hub_url` with each
+    store's key (from `keys`, put in the agent's environment)."""
+
+    name = "edge agent"
+
+    def __init__(
+        self, keys: Mapping[str, str], hub_url: str, data_dir: Path, *, options: tuple[str, ...] = ()
+    ) -> None:
+        from tillflow.edge.agent import key_variable
+
+        port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TILLFLOW_")}
+        env |= {key_variable(store): key for store, key in keys.items()}
+        args = ["edge", *(arg for store in keys for arg in ("--store", store))]
+        args += ["--hub", hub_url, "--data-dir", str(data_dir), "--port", str(port), *options]
+        super().__init__(args, data_dir / "edge.log", f"http://127.0.0.1:{port}", env)
+        self.stores = tuple(keys)
+
+    def status(self) -> dict[str, Any]:
+        """Per store: the outbox and the link (`GET /v1/edge/status`)."""
+        answer = httpx.get(f"{self.url}/v1/edge/status", timeout=30.0)
+        answer.raise_for_status()
+        found: dict[str, Any] = answer.json()["stores"]
+        return found
 
 
 class ReferenceService(ChildProcess):
