@@ -149,6 +149,9 @@ def demo(
         bool,
         typer.Option("--downstream/--no-downstream", help="run the reference ERP and loyalty platform too"),
     ] = True,
+    edge_agents: Annotated[
+        int, typer.Option(help="edge agent processes the tills send to (0: the tills send to the hub)", min=0)
+    ] = 4,
 ) -> None:
     """Start a hub (and the reference ERP and loyalty platform), drive POS traffic from N stores
     through it, and print what happened."""
@@ -165,6 +168,7 @@ def demo(
         json_out=json_out,
         bus="jetstream" if bus == "jetstream" else "sqlite",
         downstream=downstream,
+        edge_agents=edge_agents,
     )
     if bus not in ("sqlite", "jetstream"):
         console.print(f"[red]--bus is sqlite or jetstream, not {bus}[/red]")
@@ -370,11 +374,25 @@ def edge(
     max_outbox_mb: Annotated[
         float | None, typer.Option(help="each store's outbox at most this size (default: the disk)", min=0.01)
     ] = None,
+    member_ttl_seconds: Annotated[
+        float, typer.Option(help="seconds a member's balance is answered without asking the hub", min=0)
+    ] = 300.0,
+    offline_redemptions: Annotated[
+        str, typer.Option(help="redemption holds while the hub is away: deny, or cap (--offline-cap-points)")
+    ] = "deny",
+    offline_cap_points: Annotated[
+        int, typer.Option(help="with cap: points a member may be granted a day while the hub is away", min=0)
+    ] = 500,
+    master_sync_seconds: Annotated[
+        float, typer.Option(help="seconds between master data syncs with the hub", min=0.1)
+    ] = 30.0,
     config: ConfigOpt = None,
 ) -> None:
-    """Run the store agent: the local API for the tills, an outbox and a forwarder per store. The
-    hub key comes from TILLFLOW_API_KEY_<STORE> (or TILLFLOW_API_KEY for one store); with
-    TILLFLOW_EDGE_LOCAL_KEY set, the tills must send it as their bearer token."""
+    """Run the store agent: the local API for the tills, an outbox and a forwarder per store, and
+    the tills' lookups (prices, items, members, redemption holds) answered while the hub is away.
+    The hub key comes from TILLFLOW_API_KEY_<STORE> (or TILLFLOW_API_KEY for one store); with
+    TILLFLOW_EDGE_LOCAL_KEY set, the tills must send it as their bearer token. The stores' time
+    zones, regions and currencies come from the config file's stores."""
     if ctx.invoked_subcommand is not None:
         return
     import logging
@@ -388,6 +406,9 @@ def edge(
 
     if not store or not hub_url:
         console.print("[red]give --store S (one or more) and --hub URL[/red]")
+        raise typer.Exit(2)
+    if offline_redemptions not in ("deny", "cap"):
+        console.print(f"[red]--offline-redemptions is deny or cap, not {offline_redemptions!r}[/red]")
         raise typer.Exit(2)
     cfg = _config(config, None)
     try:
@@ -403,6 +424,10 @@ def edge(
             max_outbox_bytes=None if max_outbox_mb is None else int(max_outbox_mb * 1024 * 1024),
             max_batch_records=cfg.hub.max_batch_records,
             max_body_bytes=cfg.hub.max_body_bytes,
+            member_ttl_seconds=member_ttl_seconds,
+            offline_redemptions="cap" if offline_redemptions == "cap" else "deny",
+            offline_cap_points=offline_cap_points,
+            master_sync_seconds=master_sync_seconds,
         )
         agent = EdgeAgent(
             store,

@@ -3,7 +3,8 @@
     TillflowError
     ├── ConfigError            Raised when the configuration file or environment is invalid.
     ├── StorageError           Raised when the state store fails (driver errors are wrapped).
-    │   └── MigrationError     Raised when the schema cannot be brought to the current version.
+    │   ├── MigrationError     Raised when the schema cannot be brought to the current version.
+    │   └── DiskFullError      Raised when a file cannot grow (a full disk, or its size limit).
     ├── EventLogError          Raised when the event log cannot append, fetch or acknowledge.
     ├── FlowError              Raised when a flow cannot apply an event.
     │   └── PoisonEventError   Raised when an event can never be applied as it is.
@@ -36,6 +37,11 @@ class StorageError(TillflowError):
 
 class MigrationError(StorageError):
     """Raised when the schema cannot be brought to the current version."""
+
+
+class DiskFullError(StorageError):
+    """Raised when a file cannot grow (the disk, or its size limit, is full): what was being
+    submitted is not stored; everything committed before is intact."""
 
 
 class EventLogError(TillflowError):

@@ -58,6 +58,11 @@ class TestDemo:
         assert master["deviations"] == master["deviations_expected"]
         assert set(master["deviations"]) <= {"S003: promotion_not_applied", "S003: wrong_price"}
         assert master["deviations"]
+        # the tills sent to three edge agents; the first one's link was cut for a while
+        edge = summary["edge"]
+        assert (edge["agents"], edge["left_in_outboxes"], edge["refused_at_the_agents"]) == (3, 0, 2)
+        assert edge["delivered"] == summary["accepted"]
+        assert edge["link_cut"]["hub_saw"] == {"S001": "offline"} and edge["health_now"] == {"online": 3}
 
     def test_the_demo_runs_on_jetstream_too(self, tmp_path: Path) -> None:
         done = run(

@@ -75,7 +75,7 @@ def edge_app(caches: dict[str, MasterCache], hub_client: httpx.Client, tmp: Path
     app.state.master_caches = caches
     app.state.member_cache = MemberCache(tmp / "members.db", ttl_seconds=policy.pop("ttl_seconds", 30))
     app.state.offline_redemptions = OfflineRedemptions(tmp / "grants.db", **policy)
-    app.state.hub_client = hub_client
+    app.state.hub_clients = dict.fromkeys(caches, hub_client)
     return app
 
 
@@ -171,7 +171,7 @@ class TestLoyaltyAtTheStore:
 
         online = edge.get("/v1/loyalty/members/M0030")
         unknown = edge.get("/v1/loyalty/members/M9000")
-        app.state.hub_client = offline_client()
+        app.state.hub_clients = {"S001": offline_client()}
         stale = edge.get("/v1/loyalty/members/M0030", params={"program": "default"})
         missed = edge.get("/v1/loyalty/members/M0031")
 
@@ -197,11 +197,11 @@ class TestLoyaltyAtTheStore:
 
         held = reserve(edge, "till-1-online", "M0040", 150)
         again = reserve(edge, "till-1-online", "M0040", 150)
-        app.state.hub_client = offline_client()
+        app.state.hub_clients = {"S001": offline_client()}
         granted = reserve(edge, "till-1-offline", "M0041", 300)
         repeated = reserve(edge, "till-1-offline", "M0041", 300)
         over = reserve(edge, "till-1-over", "M0041", 250)
-        app.state.hub_client = running.client(running.keys["S001"])
+        app.state.hub_clients = {"S001": running.client(running.keys["S001"])}
         kept = reserve(edge, "till-1-offline", "M0041", 300)  # online again: still the grant
 
         assert held.status_code == 201 and held.json()["state"] == "held", held.text

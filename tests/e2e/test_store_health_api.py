@@ -1,13 +1,15 @@
 """Store health through a real hub process: a store's agent posts heartbeats with its key, the
 store shows online with what it said and goes offline once it falls silent for longer than
 `hub.store_offline_seconds`; a store never heard from is unknown; a body that is no heartbeat,
-another store's key and an unknown store are refused as problem details."""
+another store's key and an unknown store are refused as problem details. The answer to a
+heartbeat names what the store's day closes count and the hub never received, and what the agent
+reports it does not hold is shown with the store's health."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +18,9 @@ import pytest
 
 from tests.e2e.conftest import RunningHub, hub_process
 from tillflow.config import HubSettings, TillflowConfig
-from tillflow.sim.pos import demo_stores
+from tillflow.flows.z_report import z_reports
+from tillflow.model import Transaction
+from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 PROBLEM = "application/problem+json"
 OFFLINE_AFTER = 2.0
@@ -124,6 +128,7 @@ class TestOnlineAndOffline:
             "agent_version": None,
             "delivered_total": None,
             "conflicts": None,
+            "missing": None,
         }
 
 
@@ -138,6 +143,7 @@ class TestRefusals:
             ({"delivered_total": "many"}, "delivered_total"),
             ({"agent_version": None}, "agent_version"),
             ({"battery": 80}, "battery"),  # nothing is silently dropped
+            ({"missing": "S003:R01:2026-11-29:00000001"}, "missing"),  # a list of ids
         ],
     )
     def test_a_body_that_is_no_heartbeat_is_refused_field_by_field(
@@ -192,3 +198,44 @@ class TestRefusals:
         assert reading.status_code == 403
         assert no_key.status_code == 401
         assert s001["agent_version"] != "impostor"
+
+
+def store_day(store_id: str, business_day: date, n: int) -> list[Transaction]:
+    """A store's transactions of a business day, in till order."""
+    gen = PosTrafficGenerator(demo_stores(3), business_day=business_day, seed=business_day.day)
+    return [tx for tx in gen.transactions(n) if tx.store_id == store_id]
+
+
+class TestWhatTheHubMisses:
+    def test_the_answer_names_the_gaps_of_the_stores_day_closes_most_recent_day_first(
+        self, running: RunningHub
+    ) -> None:
+        today = datetime.now(UTC).date()
+        older, newer = (
+            store_day("S002", today - timedelta(days=2), 60),
+            store_day("S002", today - timedelta(days=1), 60),
+        )
+        lost = [older[5], older[9], newer[3]]
+        with running.client(running.keys["S002"]) as store, running.client(running.admin) as admin:
+            sent = [tx.model_dump(mode="json") for tx in older + newer if tx not in lost]
+            assert store.post("/v1/transactions", json={"transactions": sent}).status_code == 200
+            for report in z_reports(older + newer, closed_at=datetime.now(UTC)):
+                closed = store.post("/v1/day-closes", json=orjson.loads(report.model_dump_json()))
+                assert closed.status_code == 201, closed.text
+            first = store.post("/v1/stores/S002/heartbeat", json=heartbeat()).json()["resend"]
+            late = store.post("/v1/transactions", json={"transactions": [lost[2].model_dump(mode="json")]})
+            assert late.status_code == 200
+            reported = heartbeat(missing=[lost[0].transaction_id, lost[1].transaction_id])
+            second = store.post("/v1/stores/S002/heartbeat", json=reported).json()["resend"]
+            shown = health_of(admin, "S002")
+
+        older_gap = sorted(tx.transaction_id for tx in lost[:2])  # by register, then sequence
+        assert first == [lost[2].transaction_id, *older_gap]
+        assert second == older_gap  # the late one came
+        assert shown["missing"] == [lost[0].transaction_id, lost[1].transaction_id]
+
+    def test_a_store_whose_days_are_complete_is_asked_for_nothing(self, running: RunningHub) -> None:
+        with running.client(running.keys["S001"]) as store:
+            answer = store.post("/v1/stores/S001/heartbeat", json=heartbeat())
+
+        assert answer.status_code == 200 and answer.json()["resend"] == []

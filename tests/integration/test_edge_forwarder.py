@@ -1,9 +1,11 @@
 """The store agent's forwarder against a fake hub (an `httpx.MockTransport` that judges records as
 the hub does), over a real outbox: what is delivered when, in which order and batches, and how
-it waits while the hub is away, throttling or refusing."""
+it waits while the hub is away, throttling or refusing; how a sale that spends points granted
+offline reaches the hub; and what it sends again when the hub's heartbeat answer asks."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import random
@@ -11,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,13 @@ import orjson
 import pytest
 
 from tillflow.edge.forwarder import Forwarder
+from tillflow.edge.members import OfflineRedemptions
 from tillflow.edge.outbox import SQLiteOutbox
 from tillflow.flows.z_report import z_reports
 from tillflow.hub.ingest import ingest_records
 from tillflow.model import Transaction
 from tillflow.model.health import StoreHeartbeat
+from tillflow.model.loyalty import ReserveRedemption
 from tillflow.sim.pos import PosTrafficGenerator, demo_stores
 
 DAY = date(2026, 11, 29)
@@ -44,15 +49,24 @@ class FakeHub:
         self.max_records = max_records
         self.heartbeat = heartbeat
         self.lose_answers = 0  # the next answers are computed, then lost on the way back
+        self.resend: list[str] = []  # what the heartbeat's answer asks for again
+        self.loyalty: list[httpx.Response] = []  # answers to holds asked for; then each is held
+        self.holds: dict[str, str] = {}  # Idempotency-Key -> the hold made
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if request.url.path.endswith("/heartbeat"):  # an older hub has no such endpoint
             return (
-                httpx.Response(200, json={"clock_skew_seconds": 0.25})
+                httpx.Response(200, json={"clock_skew_seconds": 0.25, "resend": self.resend})
                 if self.heartbeat
                 else httpx.Response(404)
             )
+        if request.url.path == "/v1/loyalty/redemptions":
+            if self.loyalty:
+                return self.loyalty.pop(0)
+            key = request.headers["idempotency-key"]
+            hold = self.holds.setdefault(key, f"H-{len(self.holds) + 1}")
+            return httpx.Response(201, json={"hold_id": hold, "state": "held"})
         if self.script:
             answer = self.script.pop(0)
             if isinstance(answer, Exception):
@@ -80,6 +94,15 @@ class FakeHub:
 
     def batches(self) -> list[httpx.Request]:
         return [r for r in self.requests if r.url.path == "/v1/transactions"]
+
+    def sent(self) -> list[dict[str, Any]]:
+        """Every record sent, in the order sent."""
+        return [record for r in self.batches() for record in orjson.loads(r.content)["transactions"]]
+
+    def beats(self) -> list[StoreHeartbeat]:
+        return [
+            StoreHeartbeat.model_validate_json(r.content) for r in self.requests if "/heartbeat" in r.url.path
+        ]
 
     def batch_sizes(self) -> list[int]:
         return [len(orjson.loads(r.content)["transactions"]) for r in self.batches()]
@@ -377,3 +400,187 @@ class TestRunning:
         assert not thread.is_alive()
         assert sum(hub.batch_sizes()) == 10
         forwarder.close()
+
+
+@pytest.fixture
+def grants(tmp_path: Path) -> Iterator[OfflineRedemptions]:
+    offline = OfflineRedemptions(tmp_path / "grants.db", "cap", 1000)
+    yield offline
+    offline.close()
+
+
+def grant(grants: OfflineRedemptions, member: str, points: int = 100) -> str:
+    """A grant made while the hub was away; its id, which the till names in its tender."""
+    ask = ReserveRedemption(store_id="S001", member_id=member, points=points)
+    decision = grants.grant(ask, f"till-{member}")
+    assert decision.grant is not None
+    return decision.grant.grant_id
+
+
+def paid_with_points(record: dict[str, Any], hold: str, value: str = "1.00") -> dict[str, Any]:
+    """The sale with `value` of its card tender paid with loyalty points held as `hold`."""
+    paid = copy.deepcopy(record)
+    [card] = paid["tenders"]
+    card["amount"] = str(Decimal(card["amount"]) - Decimal(value))
+    points = {"kind": "loyalty_points", "amount": value, "change": "0", "reference": hold, "points": 100}
+    paid["tenders"] = [card, points]
+    Transaction.model_validate(paid)  # still a valid sale
+    return paid
+
+
+@pytest.fixture
+def card_sales(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sales paid with one card, as the tills send them."""
+    return [r for r in records if r["kind"] == "sale" and [t["kind"] for t in r["tenders"]] == ["card"]]
+
+
+def tenders(record: dict[str, Any]) -> list[str | None]:
+    return [t.get("reference") for t in record["tenders"]]
+
+
+class TestOfflineGrants:
+    def test_a_sale_spending_a_grant_names_the_hubs_hold_and_every_send_carries_the_same_bytes(
+        self,
+        outbox: SQLiteOutbox,
+        hub: FakeHub,
+        clock: FakeClock,
+        grants: OfflineRedemptions,
+        card_sales: list[dict[str, Any]],
+    ) -> None:
+        forwarder = make_forwarder(outbox, hub, clock, grants=grants)
+        granted = grant(grants, "M1")
+        sale = paid_with_points(card_sales[0], granted)
+        [tx_id] = keep(outbox, [sale])
+
+        while forwarder.step() is not None:
+            pass
+        first = hub.batches()[-1].content
+        resent = forwarder.resend([tx_id])
+        while forwarder.step() is not None:
+            pass
+        again = [r.status.value for r in ingest_records([sale], outbox, traceparent=None)]
+
+        settled = grants.find_grant(granted)
+        assert settled is not None and (settled.state, settled.hold_id) == ("settled", "H-1")
+        [asked] = [r for r in hub.requests if r.url.path == "/v1/loyalty/redemptions"]
+        assert asked.headers["idempotency-key"] == granted  # settling again holds nothing twice
+        assert [tenders(r) for r in hub.sent()] == [[None, "H-1"], [None, "H-1"]]
+        assert resent == 1 and hub.batches()[-1].content == first  # the re-send, byte for byte
+        assert {k: v for k, v in hub.sent()[0].items() if k != "tenders"} == {
+            k: v for k, v in sale.items() if k != "tenders"
+        }
+        assert again == ["duplicate"]  # the till's resend is judged against what the till sent
+        stored = outbox.get_transaction(tx_id)
+        assert stored is not None and orjson.loads(stored.data) == sale
+        assert outbox.states()[tx_id] == "delivered"
+        forwarder.close()
+
+    def test_a_sale_whose_grant_cannot_be_settled_yet_waits_and_the_sales_after_it_too(
+        self,
+        outbox: SQLiteOutbox,
+        hub: FakeHub,
+        clock: FakeClock,
+        grants: OfflineRedemptions,
+        card_sales: list[dict[str, Any]],
+    ) -> None:
+        forwarder = make_forwarder(outbox, hub, clock, grants=grants)
+        before = keep(outbox, card_sales[:2])
+        spending = keep(outbox, [paid_with_points(card_sales[2], grant(grants, "M2"))])
+        after = keep(outbox, card_sales[3:5])
+        away = {"title": "Loyalty platform unavailable", "detail": "the platform is in maintenance"}
+        hub.loyalty = [httpx.Response(503, json=away), httpx.Response(503, json=away)]
+
+        sent_first = forwarder.step()
+        pause = forwarder.step()
+        error, states = forwarder.last_error, outbox.states()
+        clock.now += pause or 0
+        while forwarder.step() is not None:
+            pass
+
+        assert (
+            sent_first == 0
+            and [Transaction.model_validate(r).transaction_id for r in hub.sent()][:2] == before
+        )
+        assert pause is not None and pause > 0
+        assert error is not None and "not settled yet" in error and "maintenance" in error
+        assert [states[i] for i in spending + after] == ["pending"] * 3
+        order = [Transaction.model_validate(r).transaction_id for r in hub.sent()]
+        assert order == before + spending + after  # till order kept
+        assert tenders(hub.sent()[2]) == [None, "H-1"] and forwarder.last_error is None
+        forwarder.close()
+
+    def test_a_sale_whose_grant_the_hub_refused_is_held_until_an_operator_releases_it(
+        self,
+        outbox: SQLiteOutbox,
+        hub: FakeHub,
+        clock: FakeClock,
+        grants: OfflineRedemptions,
+        card_sales: list[dict[str, Any]],
+    ) -> None:
+        forwarder = make_forwarder(outbox, hub, clock, grants=grants)
+        granted = grant(grants, "M3", points=900)
+        [held] = keep(outbox, [paid_with_points(card_sales[0], granted)])
+        others = keep(outbox, card_sales[1:3])
+        refusal = {"title": "Redemption refused", "detail": "insufficient points: M3 has 500"}
+        hub.loyalty = [httpx.Response(422, json=refusal)]
+
+        while forwarder.step() is not None:
+            pass
+        forwarder.send_heartbeat()
+        sent_while_held = [Transaction.model_validate(r).transaction_id for r in hub.sent()]
+        [kept] = outbox.held()
+        before = outbox.release(held)
+        twice = outbox.release(held)
+        while forwarder.step() is not None:
+            pass
+
+        assert sent_while_held == others
+        assert kept.transaction_id == held and "insufficient points" in kept.reason
+        assert outbox.stats().held == 0 and before == "held" and twice == "pending"
+        [beat] = hub.beats()
+        assert beat.last_error is not None and "1 transaction(s) held" in beat.last_error
+        assert "insufficient points" in beat.last_error and beat.buffer_depth == 0
+        assert tenders(hub.sent()[-1]) == [None, granted]  # released: sent as the till sent it
+        assert outbox.states()[held] == "delivered"
+        forwarder.close()
+
+    def test_a_grant_this_agent_never_made_holds_the_sale(
+        self, forwarder: Forwarder, outbox: SQLiteOutbox, hub: FakeHub, card_sales: list[dict[str, Any]]
+    ) -> None:
+        [tx_id] = keep(outbox, [paid_with_points(card_sales[0], "OFF-from-another-agent")])
+
+        while forwarder.step() is not None:
+            pass
+
+        assert hub.batches() == [] and outbox.states()[tx_id] == "held"
+        [held] = outbox.held()
+        assert "OFF-from-another-agent" in held.reason
+
+
+class TestResendOnRequest:
+    def test_what_the_hub_misses_is_sent_again_and_what_the_outbox_lacks_is_reported(
+        self, forwarder: Forwarder, outbox: SQLiteOutbox, hub: FakeHub, records: list[dict[str, Any]]
+    ) -> None:
+        ids = keep(outbox, records[:6])
+        while forwarder.step() is not None:
+            pass
+        never_here = "S001:R09:2026-11-29:00000001"
+        hub.resend = [ids[4], never_here, ids[1]]
+
+        forwarder.send_heartbeat()  # the answer asks for them
+        while forwarder.step() is not None:
+            pass
+        hub.resend = []
+        forwarder.send_heartbeat()  # reports what it lacks
+        forwarder.send_heartbeat()  # the hub asked for nothing more
+
+        assert hub.batch_sizes() == [6, 2]
+        assert [Transaction.model_validate(r).transaction_id for r in hub.sent()[6:]] == [ids[1], ids[4]]
+        assert (
+            hub.batches()[1].content
+            == b'{"transactions":['
+            + b",".join(orjson.dumps(records[i], option=orjson.OPT_SORT_KEYS) for i in (1, 4))
+            + b"]}"
+        )
+        assert [b.missing for b in hub.beats()] == [None, (never_here,), None]
+        assert forwarder.resent_total == 2 and set(outbox.states().values()) == {"delivered"}

@@ -1,5 +1,6 @@
 """The store agent's outbox on a real SQLite file: the hub's verdicts, group commit, the
-forwarding order, re-sends and retention, day closes, and a full disk that loses nothing."""
+forwarding order, re-sends and retention, the bytes chosen to send, transactions held for an
+operator, day closes, a file of an earlier agent, and a full disk that loses nothing."""
 
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ import orjson
 import pytest
 
 from tillflow.edge.outbox import EntryState, SQLiteOutbox
-from tillflow.edge.sqlite import DiskFullError
-from tillflow.errors import StorageError
+from tillflow.errors import DiskFullError, StorageError
 from tillflow.flows.z_report import z_reports
 from tillflow.hub.ingest import ingest_records
 from tillflow.model import Transaction
@@ -262,6 +262,100 @@ class TestResendAndRetention:
         assert outbox.purge_delivered(datetime.now(UTC) - timedelta(days=7)) == 3
         assert set(outbox.states()) == set(ids[3:])
         assert outbox.stats().depth == 1
+
+    def test_what_the_hub_asks_for_is_told_apart_by_what_the_outbox_holds(
+        self, outbox: SQLiteOutbox, records: list[dict[str, Any]]
+    ) -> None:
+        submit(outbox, records[:3])
+        ids = [tx_id(r) for r in records[:3]]
+        outbox.mark_delivered(ids[:2])
+
+        found = outbox.find_states([ids[1], "S001:R09:2026-11-29:00000001", ids[2], ids[1]])
+
+        assert found == {ids[1]: "delivered", ids[2]: "pending"}
+        assert outbox.find_states([]) == {}
+
+
+class TestBytesToSend:
+    def test_the_bytes_chosen_to_send_are_kept_once_and_the_tills_are_still_what_it_is_judged_by(
+        self, outbox: SQLiteOutbox, records: list[dict[str, Any]]
+    ) -> None:
+        submit(outbox, records[:2])
+        first, second = tx_id(records[0]), tx_id(records[1])
+        chosen = orjson.dumps({**records[0], "operator_id": "SENT-INSTEAD"}, option=orjson.OPT_SORT_KEYS)
+
+        kept = outbox.keep_sent_data(first, chosen)
+        later = outbox.keep_sent_data(first, b"other bytes")
+        [entry, untouched] = outbox.pending(10)
+        outbox.mark_delivered([first])
+        outbox.requeue([first])
+        [again, _] = outbox.pending(10)
+
+        assert kept == later == chosen  # the first choice stands
+        assert (entry.sent_data, entry.to_send) == (chosen, chosen)
+        assert entry.data == orjson.dumps(records[0], option=orjson.OPT_SORT_KEYS)
+        assert (untouched.transaction_id, untouched.sent_data, untouched.to_send) == (
+            second,
+            None,
+            untouched.data,
+        )
+        assert again.to_send == chosen  # a re-send carries the same bytes
+        assert submit(outbox, records[:1]) == ["duplicate"]  # judged by the till's bytes
+        stored = outbox.get_transaction(first)
+        assert stored is not None and stored.data == entry.data
+
+
+class TestHeld:
+    def test_a_held_transaction_waits_with_its_reason_until_released_as_the_till_sent_it(
+        self, outbox: SQLiteOutbox, records: list[dict[str, Any]]
+    ) -> None:
+        submit(outbox, records[:3])
+        ids = [tx_id(r) for r in records[:3]]
+
+        assert outbox.hold(ids[1], "the hub refused offline grant OFF-1") is True
+        assert outbox.hold(ids[1], "again") is False  # no longer pending
+        waiting = [e.transaction_id for e in outbox.pending(10)]
+        [held] = outbox.held()
+        stats = outbox.stats()
+        before = outbox.release(ids[1])
+        unknown = outbox.release("S001:R09:2026-11-29:00000001")
+        not_held = outbox.release(ids[0])
+
+        assert waiting == [ids[0], ids[2]]
+        assert (held.transaction_id, held.business_day, held.reason) == (
+            ids[1],
+            DAY,
+            "the hub refused offline grant OFF-1",
+        )
+        assert (stats.held, stats.depth) == (1, 2)
+        assert (before, unknown, not_held) == ("held", None, "pending")
+        released = [e for e in outbox.pending(10) if e.transaction_id == ids[1]]
+        assert [e.to_send for e in released] == [orjson.dumps(records[1], option=orjson.OPT_SORT_KEYS)]
+        assert outbox.held() == [] and outbox.stats().held == 0
+
+
+class TestEarlierFiles:
+    def test_an_outbox_of_an_earlier_agent_opens_with_what_it_held(
+        self, tmp_path: Path, records: list[dict[str, Any]]
+    ) -> None:
+        path = tmp_path / "outbox-S001.db"
+        box = SQLiteOutbox(path, "S001")
+        submit(box, records[:2])
+        box.close()
+        with closing(sqlite3.connect(path)) as conn:  # as an agent before `sent_data` wrote it
+            conn.execute("ALTER TABLE transactions DROP COLUMN sent_data")
+            conn.commit()
+
+        reopened = SQLiteOutbox(path, "S001")
+        try:
+            pending = reopened.pending(10)
+            kept = reopened.keep_sent_data(pending[0].transaction_id, b'{"chosen": true}')
+        finally:
+            reopened.close()
+
+        assert [e.transaction_id for e in pending] == [tx_id(r) for r in records[:2]]
+        assert [e.sent_data for e in pending] == [None, None]
+        assert kept == b'{"chosen": true}'
 
 
 class TestDayClose:

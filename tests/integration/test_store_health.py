@@ -71,6 +71,18 @@ class TestHeartbeats:
 
         assert found.clock_skew_seconds == -90.0
 
+    def test_what_the_agent_was_asked_for_and_does_not_hold_is_kept_and_shown(
+        self, book: SQLStoreHealthBook
+    ) -> None:
+        missing = ("S001:R01:2026-11-28:00000007", "S001:R02:2026-11-28:00000001")
+        book.record_heartbeat("S001", beat(missing=missing), AT)
+
+        [found] = book.list_health()
+        body = health_body(["S001"], [found], now=AT, offline_after=30)
+
+        assert found.beat.missing == missing
+        assert body["stores"][0]["missing"] == list(missing)
+
     def test_a_newer_heartbeat_replaces_the_one_before(self, book: SQLStoreHealthBook) -> None:
         book.record_heartbeat("S001", beat(buffer_depth=500, last_error="timeout"), AT)
         later = beat(AT + timedelta(seconds=5), agent_version="1.3.0", buffer_depth=0, delivered_total=500)
@@ -153,6 +165,7 @@ class TestHealthOfEveryStore:
                 "agent_version": "2.0.1",
                 "delivered_total": 120,
                 "conflicts": 1,
+                "missing": [],
             }
         ]
 

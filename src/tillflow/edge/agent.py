@@ -1,42 +1,62 @@
-"""The store agent: for each store it serves, an outbox and a forwarder; and the local API.
+"""The store agent: for each store it serves, an outbox and a forwarder, and the lookups the
+tills need while the link is down; and the local API.
 
 `tillflow edge --store S [--store S2 ...] --hub URL` runs it. One agent may serve several
 stores (a franchise back office), each with its own outbox file (`outbox-<store>.db` in the
 data directory) and its own key: `TILLFLOW_API_KEY_<STORE>` (the store id upper-cased, `-` and
 `.` as `_`), or `TILLFLOW_API_KEY` for an agent of one store. SIGTERM stops it cleanly: the local
 API finishes its requests, each forwarder the request it has in flight.
+
+The lookups (`edge.lookups`): each store's master data in its own file (`master-<store>.db`),
+kept from the hub's deltas by one thread of the agent every `master_sync_seconds` (and once at
+start); members' balances (`members.db`, kept `member_ttl_seconds`); the offline redemption
+policy's grants (`grants.db`), settled with the hub by that thread whenever the hub answers it,
+and by a forwarder before it sends a sale that spends one. A store's time zone, region and
+currency (which prices and promotions apply when) come from the config file's `stores`; a store
+not there gets the defaults of `Store`. A sync the hub did not answer keeps the cache as it was,
+and its error is shown in the status and reported in the heartbeat.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from pydantic import ValidationError
 
+import tillflow
 from tillflow.connectors.http import segment
+from tillflow.edge.cache import MasterCache, MasterSync
 from tillflow.edge.forwarder import JSON, Forwarder
+from tillflow.edge.members import MemberCache, OfflineRedemptions
 from tillflow.edge.outbox import SQLiteOutbox
-from tillflow.errors import ConfigError
+from tillflow.errors import ConfigError, DownstreamUnavailableError
 from tillflow.flows.z_report import z_reports
 from tillflow.formats.records import ImportContext
 from tillflow.formats.settings import PoslogSettings
 from tillflow.model import DayClose, Store, Transaction
 from tillflow.ports import IncomingTransaction, StoredTransaction, Verdict
 
+log = logging.getLogger(__name__)
+
 LOCAL_KEY = "TILLFLOW_EDGE_LOCAL_KEY"
 PAGE_SIZE = 4096  # SQLite's default page size
+HELD_SHOWN = 20  # held transactions the status names, per store
 
 
 @dataclass(frozen=True)
 class AgentSettings:
     """How the agent forwards: batch size and linger, retention of delivered transactions,
-    heartbeat period; and the local API's limits (the hub's by default)."""
+    heartbeat period; the local API's limits (the hub's by default); and its lookups: how long a
+    member's balance is kept, the offline redemption policy, how often master data is synced and
+    how long a till's lookup waits on the hub before it is answered locally."""
 
     hub_url: str
     data_dir: Path
@@ -48,6 +68,11 @@ class AgentSettings:
     max_outbox_bytes: int | None = None  # each outbox file at most (a full one answers 507)
     max_batch_records: int = 1000
     max_body_bytes: int = 8 * 1024 * 1024
+    member_ttl_seconds: float = 300.0
+    offline_redemptions: Literal["deny", "cap"] = "deny"
+    offline_cap_points: int = 500  # with `cap`: points a member may be granted a day offline
+    master_sync_seconds: float = 30.0
+    lookup_timeout: float = 3.0  # seconds
 
 
 def _pages(max_bytes: int | None) -> int | None:
@@ -138,8 +163,28 @@ class StoreOutboxes:
         return sorted(s for o in self._outboxes.values() for s in o.list_store_days(business_day))
 
 
+@dataclass
+class LookupSync:
+    """How a store's lookups stand with the hub: the last sync and the last error (of the sync,
+    or of settling the offline grants)."""
+
+    synced_at: datetime | None = None  # the last sync the hub answered
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    settle_error: str | None = None  # why the offline grants could not all be settled
+
+    def error(self) -> str | None:
+        """What the heartbeat reports of the lookups, when something failed."""
+        parts = [
+            None if self.last_error is None else f"master data sync: {self.last_error}",
+            None if self.settle_error is None else f"offline grants: {self.settle_error}",
+        ]
+        return "; ".join(p for p in parts if p) or None
+
+
 class EdgeAgent:
-    """The outboxes and forwarders of the stores served, and what the local API needs."""
+    """The outboxes and forwarders of the stores served, their lookups, and what the local API
+    needs."""
 
     def __init__(
         self,
@@ -156,19 +201,45 @@ class EdgeAgent:
         self.import_context = import_context or ImportContext()
         self.poslog_settings = poslog_settings or PoslogSettings()
         self.local_key = local_key or None
-        opened: dict[str, SQLiteOutbox] = {}
+        self.stores = {s: self.import_context.stores.get(s) or Store(store_id=s) for s in store_ids}
+        closers: list[Callable[[], None]] = []
         try:
+            opened: dict[str, SQLiteOutbox] = {}
             for store in store_ids:
                 opened[store] = SQLiteOutbox(
                     settings.data_dir / f"outbox-{store}.db",
                     store,
                     max_pages=_pages(settings.max_outbox_bytes),
                 )
+                closers.append(opened[store].close)
+            self.master_caches: dict[str, MasterCache] = {}
+            for store in store_ids:
+                self.master_caches[store] = MasterCache(
+                    settings.data_dir / f"master-{store}.db", self.stores[store]
+                )
+                closers.append(self.master_caches[store].close)
+            self.member_cache = MemberCache(
+                settings.data_dir / "members.db", ttl_seconds=settings.member_ttl_seconds
+            )
+            closers.append(self.member_cache.close)
+            self.offline_redemptions = OfflineRedemptions(
+                settings.data_dir / "grants.db", settings.offline_redemptions, settings.offline_cap_points
+            )
+            closers.append(self.offline_redemptions.close)
         except Exception:
-            for outbox in opened.values():
-                outbox.close()
+            for close in reversed(closers):
+                close()
             raise
         self.outboxes = StoreOutboxes(opened)
+        self.hub_clients = {  # the tills' lookups: short timeouts, then the offline answers
+            store: _hub_client(settings.hub_url, keys[store], settings.lookup_timeout) for store in store_ids
+        }
+        self._sync_clients = {store: _hub_client(settings.hub_url, keys[store], 30.0) for store in store_ids}
+        self.master_syncs = {
+            store: MasterSync(self.master_caches[store], self._sync_clients[store], store, keys[store])
+            for store in store_ids
+        }
+        self.lookups = {store: LookupSync() for store in store_ids}
         self.forwarders = {
             store: Forwarder(
                 outbox,
@@ -179,34 +250,108 @@ class EdgeAgent:
                 retention=settings.retention,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 backoff_cap=settings.max_backoff,
+                grants=self.offline_redemptions,
+                other_error=self.lookups[store].error,
             )
             for store, outbox in opened.items()
         }
+        self._closers = closers
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._sync_thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start a forwarder thread per store."""
+        """Start a forwarder thread per store, and the thread that keeps the lookups current."""
         self._threads = [f.start(self._stop) for f in self.forwarders.values()]
+        self._sync_thread = threading.Thread(target=self._sync_loop, name="edge-lookups", daemon=True)
+        self._sync_thread.start()
 
     def stop(self) -> None:
-        """Stop the forwarders (each finishes the request in flight), then close the outboxes."""
+        """Stop the forwarders (each finishes the request in flight) and the lookups' thread,
+        then close the files."""
         self._stop.set()
         for outbox in self.outboxes:
             outbox.wake.set()
         for thread, forwarder in zip(self._threads, self.forwarders.values(), strict=True):
             thread.join(timeout=forwarder.timeout + 10)
+        if self._sync_thread is not None:
+            self._sync_thread.join(timeout=40)
         for forwarder in self.forwarders.values():
             forwarder.close()
+        for client in (*self.hub_clients.values(), *self._sync_clients.values()):
+            client.close()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):  # close the others even when one fails
+                close()
+
+    # -- the lookups ---------------------------------------------------------------------------
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self.sync_lookups()
+            self._stop.wait(self.settings.master_sync_seconds)
+
+    def sync_lookups(self) -> None:
+        """For each store: apply the hub's master data delta and acknowledge it, then, when the
+        hub answered, settle the store's offline grants. Failures are kept, not raised."""
+        for store, state in self.lookups.items():
+            if self._stop.is_set():
+                return
+            reachable = True
+            try:
+                result = self.master_syncs[store].sync()
+            except Exception as exc:  # kept for the status and the heartbeat; tried again later
+                reachable = not isinstance(exc, DownstreamUnavailableError)
+                error = f"{type(exc).__name__}: {exc}"
+                if error != state.last_error:
+                    log.warning("store %s: master data sync failed: %s", store, error)
+                state.last_error, state.last_error_at = error, datetime.now(UTC)
+            else:
+                state.synced_at, state.last_error = datetime.now(UTC), None
+                if result.applied:
+                    log.info(
+                        "store %s: master data at version %d (%d changes)",
+                        store,
+                        result.version,
+                        result.applied,
+                    )
+            if reachable:
+                self._settle(store, state)
+
+    def _settle(self, store: str, state: LookupSync) -> None:
+        try:
+            if not self.offline_redemptions.list_grants(["pending"], store_id=store):
+                state.settle_error = None
+                return
+            settlement = self.offline_redemptions.settle(self._sync_clients[store], store_id=store)
+        except Exception as exc:  # the hub refused the key, or the file failed: tried again later
+            state.settle_error = f"{type(exc).__name__}: {exc}"
+            log.warning("store %s: settling offline grants failed: %s", store, state.settle_error)
+            return
+        state.settle_error = settlement.error
+        for grant in settlement.refused:
+            log.error("store %s: the hub refused offline grant %s: %s", store, grant.grant_id, grant.reason)
+
+    # -- the local API's answers ---------------------------------------------------------------
+
+    def release(self, transaction_id: str) -> tuple[str, str | None]:
+        """Let a held transaction go to the hub as the till sent it: the store and its state
+        before (None when no outbox holds it)."""
         for outbox in self.outboxes:
-            outbox.close()
+            before = outbox.release(transaction_id)
+            if before is not None:
+                return outbox.store_id, before
+        return "", None
 
     def status(self) -> dict[str, Any]:
-        """Per store: the outbox (depth, oldest unsent age, what is kept) and the link to the hub."""
+        """Per store: the outbox (depth, oldest unsent age, what is kept and held), the link to
+        the hub, what the hub asked for again, and the lookups (master data, offline grants)."""
         stores = {}
         for store, forwarder in self.forwarders.items():
             stats = forwarder.outbox.stats()
             error_at = forwarder.last_error_at
+            lookups = self.lookups[store]
+            grants: dict[str, Any] = {**self.offline_redemptions.count_grants(store)}
             stores[store] = {
                 "buffer_depth": stats.depth,
                 "oldest_unsent_age_seconds": stats.oldest_unsent_age_seconds,
@@ -215,12 +360,53 @@ class EdgeAgent:
                 "conflicts": stats.conflicts,
                 "refused": stats.refused,
                 "local_conflicts": stats.local_conflicts,
+                "held": stats.held,
+                "held_transactions": [
+                    {
+                        "transaction_id": h.transaction_id,
+                        "business_day": h.business_day.isoformat(),
+                        "reason": h.reason,
+                    }
+                    for h in forwarder.outbox.held(HELD_SHOWN)
+                ],
                 "day_closes_pending": stats.day_closes_pending,
+                "resent_total": forwarder.resent_total,
+                "missing": forwarder.missing,
                 "last_error": forwarder.last_error,
-                "last_error_at": None if error_at is None else error_at.isoformat(),
+                "last_error_at": _iso(error_at),
                 "clock_skew_seconds": forwarder.clock_skew_seconds,
+                "master_data": {
+                    "version": self.master_caches[store].version,
+                    "synced_at": _iso(lookups.synced_at),
+                    "last_error": lookups.last_error,
+                    "last_error_at": _iso(lookups.last_error_at),
+                },
+                "offline_grants": grants | {"last_error": lookups.settle_error},
             }
-        return {"hub": self.settings.hub_url, "stores": stores}
+        return {
+            "hub": self.settings.hub_url,
+            "offline_redemptions": {
+                "policy": self.settings.offline_redemptions,
+                "cap_points": self.settings.offline_cap_points,
+            },
+            "stores": stores,
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _hub_client(hub_url: str, key: str, timeout: float) -> httpx.Client:
+    """A client to the hub with a store's key."""
+    return httpx.Client(
+        base_url=hub_url.rstrip("/"),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
+        headers={
+            "authorization": f"Bearer {key}",
+            "user-agent": f"tillflow-edge/{tillflow.__version__}",
+        },
+    )
 
 
 def close_day(

@@ -10,13 +10,22 @@
 - `GET /v1/edge/stores/{store_id}/days/{business_day}/transactions`: the transactions of a
   store-day the outbox holds (what `tillflow edge close-day` builds the Z report from).
 - `GET /v1/edge/status`: per store, the outbox depth, oldest unsent age, last error, delivered
-  and conflicts.
+  and conflicts, the transactions held (with why), what the hub asked for again and what of it
+  the outbox does not hold, the master data version applied with the last sync and its error,
+  and the offline grants by settlement.
+- `POST /v1/edge/outbox/{transaction_id}/release`: an operator lets a held transaction go (one
+  whose loyalty tender names an offline grant the hub refused): it is sent as the till sent it.
+  409 when it is not held, 404 when no outbox holds it.
+- The lookups (`edge.lookups.router`): `GET /v1/prices/{store_id}/{sku}`, `GET /v1/items/{sku}`,
+  `GET /v1/loyalty/members/{member_id}`, `POST /v1/loyalty/redemptions`, answered locally while
+  the link to the hub is down.
 - `GET /healthz`.
 
 When `local_key` is set (`TILLFLOW_EDGE_LOCAL_KEY`), every `/v1` request must carry it as
 `Authorization: Bearer <key>`; otherwise the API is open to the store's network.
 
-The app's state: `agent` (the `EdgeAgent`: outboxes, forwarders, limits, import settings).
+The app's state: `agent` (the `EdgeAgent`: outboxes, forwarders, limits, import settings), and
+what the lookups read: `master_caches`, `member_cache`, `offline_redemptions`, `hub_clients`.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 import tillflow
-from tillflow.edge.sqlite import DiskFullError
+from tillflow.edge.lookups import router as lookups
+from tillflow.errors import DiskFullError
 from tillflow.hub.api.transactions import BatchIntake, answer_batch
 from tillflow.hub.problems import Problem, install_problem_handlers, problem_response
 from tillflow.hub.responses import json_response
@@ -55,11 +65,18 @@ def create_edge_app(agent: EdgeAgent) -> FastAPI:
     app = FastAPI(
         title="tillflow edge agent",
         version=tillflow.__version__,
-        description="A store's agent: takes the tills' transactions durably and forwards them to the hub.",
+        description=(
+            "A store's agent: takes the tills' transactions durably and forwards them to the hub;"
+            " answers the tills' lookups while the link is down."
+        ),
         lifespan=lifespan,
         dependencies=[Depends(_local_key)],
     )
     app.state.agent = agent
+    app.state.master_caches = agent.master_caches
+    app.state.member_cache = agent.member_cache
+    app.state.offline_redemptions = agent.offline_redemptions
+    app.state.hub_clients = agent.hub_clients
     install_problem_handlers(app)
 
     @app.exception_handler(DiskFullError)
@@ -89,6 +106,13 @@ def create_edge_app(agent: EdgeAgent) -> FastAPI:
         summary="The transactions of a store-day the outbox holds",
     )
     app.add_api_route("/v1/edge/status", _status, methods=["GET"], summary="Each store's outbox and link")
+    app.add_api_route(
+        "/v1/edge/outbox/{transaction_id}/release",
+        _release,
+        methods=["POST"],
+        summary="Send a held transaction as the till sent it",
+    )
+    app.include_router(lookups)
     return app
 
 
@@ -178,3 +202,20 @@ async def _day_transactions(store_id: str, business_day: date, request: Request)
 async def _status(request: Request) -> Response:
     agent: EdgeAgent = request.app.state.agent
     return json_response(await run_in_threadpool(agent.status))
+
+
+async def _release(transaction_id: str, request: Request) -> Response:
+    """200 once the held transaction is pending again (the forwarder sends it as the till did)."""
+    agent: EdgeAgent = request.app.state.agent
+    store_id, before = await run_in_threadpool(agent.release, transaction_id)
+    if before is None:
+        raise Problem(404, "Unknown transaction", f"no outbox holds {transaction_id}", type_="not-found")
+    if before != "held":
+        raise Problem(
+            409,
+            "Not held",
+            f"{transaction_id} is {before}, not held: only a held transaction is released",
+            type_="not-held",
+            state=before,
+        )
+    return json_response({"transaction_id": transaction_id, "store_id": store_id, "state": "pending"})

@@ -28,24 +28,23 @@ version; a failure of the network is `DownstreamUnavailableError`, a refusal of 
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import orjson
 
+from tillflow.edge.sqlite import SQLiteFile
 from tillflow.errors import (
     ConfigError,
     DownstreamRejectedError,
     DownstreamUnavailableError,
     MasterDeltaError,
-    StorageError,
 )
 from tillflow.flows.masterdata import active_promotions, local_time, price_at
 from tillflow.model import Product, Store
@@ -55,7 +54,6 @@ __all__ = [
     "MasterCache",
     "MasterDeltaError",
     "MasterSync",
-    "SQLiteFile",
     "SyncResult",
     "hub_problem",
     "request_hub",
@@ -95,57 +93,6 @@ class SyncResult:
     applied: int  # changes applied (records replaced or deleted)
     version: int  # the version the cache runs now, acknowledged to the hub
     reloaded: bool  # the hub was behind the cache: its snapshot replaced the cache
-
-
-class SQLiteFile:
-    """One SQLite file (WAL) shared by the threads of a process: one connection, one at a time.
-    `synchronous` NORMAL: a commit survives a crash of the process, not a power cut (what can be
-    asked for again); FULL: it survives both (what cannot)."""
-
-    def __init__(
-        self, path: str | Path, schema: str, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
-    ) -> None:
-        self.path = str(path)
-        self._lock = threading.RLock()
-        try:
-            if self.path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous}")
-            self._conn.execute("PRAGMA busy_timeout=10000")
-            self._conn.executescript(schema)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self.path}: {exc}") from exc
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for reads; driver errors become StorageError."""
-        with self._lock:
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: {exc}") from exc
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """The connection in one write transaction, committed when the block ends, rolled back
-        when it raises; driver errors become StorageError."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self._conn
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: {exc}") from exc
 
 
 class MasterCache:

@@ -19,9 +19,22 @@ retried later; 413 halves the batch size from then on (a lone record the hub fin
 is kept as `refused`). New transactions wake it at once. A day close is sent once
 every transaction of its store-day that was pending before it is delivered.
 
+A till's `loyalty_points` tender may name a grant the agent made while the hub was away (an
+``OFF-...`` id, `edge.members.OfflineRedemptions`): the hub never held those points, and its
+loyalty flow would refuse the sale's tender. Before such a transaction is sent, its grants are
+settled with the hub (their holds made) and the tender names the hub's hold instead; those bytes
+are kept in the outbox before the first send, so every send carries the same ones. While a grant
+cannot be settled yet (the hub or its loyalty platform away), the transaction waits, and those
+after it too (till order). A grant the hub refused (or one this agent never made) cannot be
+spent: the transaction is `held` with the reason, reported as the last error, until an operator
+releases it (then it is sent as the till sent it).
+
 Every `heartbeat_seconds` it posts the store's heartbeat (`POST /v1/stores/{id}/heartbeat`);
-a hub without that endpoint answers 404, which is noted once and otherwise ignored. Now and
-then it forgets delivered transactions older than the retention.
+a hub without that endpoint answers 404, which is noted once and otherwise ignored. The hub's
+answer may name transactions it misses (`resend`: the gaps of the store's day closes): those
+delivered and still kept are sent again; those the outbox does not hold are reported as
+`missing` in the next heartbeats. Now and then it forgets delivered transactions older than the
+retention.
 """
 
 from __future__ import annotations
@@ -30,7 +43,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,15 +53,18 @@ import orjson
 
 import tillflow
 from tillflow.connectors.http import problem, problem_reason, retry_after, segment
-from tillflow.edge.outbox import EntryState, OutboxEntry, PendingDayClose, SQLiteOutbox
-from tillflow.errors import StorageError
-from tillflow.model.health import MAX_ERROR_LENGTH, StoreHeartbeat
+from tillflow.edge.members import GRANT_PREFIX, OfflineRedemptions
+from tillflow.edge.outbox import EntryState, OutboxEntry, OutboxStats, PendingDayClose, SQLiteOutbox
+from tillflow.errors import DownstreamRejectedError, StorageError
+from tillflow.model.health import MAX_ERROR_LENGTH, MAX_MISSING, StoreHeartbeat
 
 log = logging.getLogger(__name__)
 
 JSON = {"content-type": "application/json"}
 MAX_RETRY_AFTER = 3600.0  # seconds; a longer Retry-After is taken as this
 CONFLICT_REASON = "the hub holds other content for this transaction's identity"
+OFFLINE_GRANT = f'"{GRANT_PREFIX}'.encode()  # a till's bytes that may name an offline grant
+LOYALTY_POINTS = "loyalty_points"  # the tender kind that names a hold
 
 
 class Forwarder:
@@ -71,6 +88,8 @@ class Forwarder:
         transport: httpx.BaseTransport | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        grants: OfflineRedemptions | None = None,
+        other_error: Callable[[], str | None] = lambda: None,
     ) -> None:
         if batch < 1:
             raise ValueError("a batch holds at least one transaction")
@@ -96,6 +115,8 @@ class Forwarder:
         )
         self.rng = rng or random.Random()
         self.clock = clock  # seconds, monotonic
+        self.grants = grants  # the offline grants the tills' loyalty tenders may name
+        self.other_error = other_error  # what else of the store the heartbeat reports (lookups)
         # what the status and the heartbeat report
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
@@ -103,6 +124,8 @@ class Forwarder:
         self.conflicts_total = 0  # of those sent, refused by the hub as conflicts
         self.clock_skew_seconds: float | None = None  # the hub's clock minus ours, as it said
         self.failures = 0  # consecutive failed exchanges
+        self.resent_total = 0  # delivered transactions sent again because the hub asked
+        self.missing: list[str] = []  # what the hub last asked for that the outbox does not hold
         self._limit = batch  # the batch size now: halved while the hub answers 413
         self._resume_at = clock()  # before this (by `clock`) nothing is sent: backing off
         self._heartbeat_missing = False
@@ -159,12 +182,75 @@ class Forwarder:
             age = (datetime.now(UTC) - entries[0].received_at).total_seconds()
             if 0 <= age < self.linger:
                 return self.linger - age  # let the batch fill a little longer
-        return self._send_batch(*_one_trace(entries))
+        run, traceparent = _one_trace(entries)
+        ready, wait = self._spend_grants(run)
+        if wait is not None:
+            return wait
+        if not ready:
+            return 0.0  # every one was held: look at the next ones
+        return self._send_batch(ready, traceparent)
+
+    # -- offline grants ----------------------------------------------------------------------
+
+    def _spend_grants(self, run: list[OutboxEntry]) -> tuple[list[OutboxEntry], float | None]:
+        """The leading entries of `run` that can be sent now, each naming the hub's holds in
+        place of its offline grants; those held are left out. When one must wait for its grants
+        to be settled, the entries before it go (None), or, when it is the first, the pause."""
+        ready: list[OutboxEntry] = []
+        for entry in run:
+            if entry.sent_data is not None or OFFLINE_GRANT not in entry.data:
+                ready.append(entry)
+                continue
+            grant_ids = offline_grants(entry.data)
+            if not grant_ids:
+                ready.append(entry)
+                continue
+            spent = self._settle_grants(entry, grant_ids)
+            if isinstance(spent, OutboxEntry):
+                ready.append(spent)
+            elif spent is not None:  # why it waits
+                return ready, None if ready else self._back_off(spent)
+        return ready, None
+
+    def _settle_grants(self, entry: OutboxEntry, grant_ids: list[str]) -> OutboxEntry | str | None:
+        """The entry with the hub's hold in place of each offline grant it names (those bytes
+        kept); or why it must wait (a grant not settled yet); or None: it is held."""
+        holds: dict[str, str] = {}
+        for grant_id in grant_ids:
+            grant = None if self.grants is None else self.grants.find_grant(grant_id)
+            if grant is not None and grant.store_id != self.store_id:
+                grant = None  # another store's: not this till's to spend
+            if grant is not None and grant.state == "pending":
+                assert self.grants is not None
+                try:
+                    settlement = self.grants.settle(self.client, store_id=self.store_id)
+                except DownstreamRejectedError as exc:
+                    return f"cannot settle offline grant {grant_id}: {exc}"
+                grant = self.grants.find_grant(grant_id)
+                if grant is None or grant.state == "pending":
+                    said = settlement.error or "the hub did not settle it"
+                    return f"offline grant {grant_id} is not settled yet: {said}"
+            if grant is None:
+                why = f"its loyalty tender names {grant_id}, not a grant of this agent to {self.store_id}"
+            elif grant.state == "unsettled_refused" or grant.hold_id is None:
+                why = (
+                    f"the hub refused offline grant {grant_id} ({grant.points} points of {grant.member_id}):"
+                    f" {grant.reason}"
+                )
+            else:
+                holds[grant_id] = grant.hold_id
+                continue
+            reason = f"{why}; release it to send it as the till did"
+            if self.outbox.hold(entry.transaction_id, reason):
+                log.error("store %s: %s held: %s", self.store_id, entry.transaction_id, reason)
+            return None
+        data = self.outbox.keep_sent_data(entry.transaction_id, with_holds(entry.data, holds))
+        return replace(entry, sent_data=data)
 
     # -- transactions ------------------------------------------------------------------------
 
     def _send_batch(self, run: list[OutboxEntry], traceparent: str | None) -> float:
-        body = orjson.dumps({"transactions": [orjson.Fragment(e.data) for e in run]})
+        body = orjson.dumps({"transactions": [orjson.Fragment(e.to_send) for e in run]})
         headers = JSON | ({"traceparent": traceparent} if traceparent else {})
         ids = [e.transaction_id for e in run]
         try:
@@ -283,19 +369,21 @@ class Forwarder:
         except StorageError as exc:
             log.error("store %s: cannot read the outbox for the heartbeat: %s", self.store_id, exc)
             return
+        error = self.reported_error(stats)
         beat = StoreHeartbeat(
             agent_version=tillflow.__version__,
             sent_at=datetime.now(UTC),
             buffer_depth=stats.depth,
             oldest_unsent_age_seconds=stats.oldest_unsent_age_seconds,
-            last_error=None if self.last_error is None else self.last_error[:MAX_ERROR_LENGTH],
+            last_error=None if error is None else error[:MAX_ERROR_LENGTH],
             delivered_total=self.delivered_total,
             conflicts=self.conflicts_total,
+            missing=tuple(self.missing) or None,
         )
         try:
             answer = self.client.post(
                 f"/v1/stores/{segment(self.store_id)}/heartbeat",
-                content=beat.model_dump_json(),
+                content=beat.model_dump_json(exclude_none=True),
                 headers=JSON,
                 timeout=min(self.timeout, 5.0),
             )
@@ -307,11 +395,57 @@ class Forwarder:
                 self._heartbeat_missing = True
             return
         if answer.is_success:
-            skew = problem(answer).get("clock_skew_seconds")  # the JSON object of the answer
+            body = problem(answer)  # the JSON object of the answer
+            skew = body.get("clock_skew_seconds")
             if isinstance(skew, int | float):
                 self.clock_skew_seconds = float(skew)
+            resend = body.get("resend")
+            if isinstance(resend, list):
+                self.resend([i for i in resend if isinstance(i, str)])
         else:
             log.debug("store %s: heartbeat answered %d", self.store_id, answer.status_code)
+
+    def reported_error(self, stats: OutboxStats) -> str | None:
+        """What the store reports as its last error: the link's, the transactions held for an
+        operator, the lookups' (the master data sync)."""
+        parts = [self.last_error]
+        if stats.held:
+            try:
+                first = self.outbox.held(1)
+            except StorageError:
+                first = []
+            example = f" ({first[0].transaction_id}: {first[0].reason})" if first else ""
+            parts.append(f"{stats.held} transaction(s) held for an operator{example}")
+        parts.append(self.other_error())
+        said = "; ".join(p for p in parts if p)
+        return said or None
+
+    def resend(self, transaction_ids: Sequence[str]) -> int:
+        """The hub misses these (gaps of its day closes): send those delivered and still kept
+        again, and report those the outbox does not hold as missing. Returns how many are sent
+        again."""
+        try:
+            states = self.outbox.find_states(transaction_ids)
+            delivered = [i for i, state in states.items() if state == EntryState.DELIVERED]
+            requeued = self.outbox.requeue(delivered) if delivered else 0
+        except StorageError as exc:
+            log.error("store %s: cannot send again what the hub misses: %s", self.store_id, exc)
+            return 0
+        self.missing = [i for i in dict.fromkeys(transaction_ids) if i not in states][:MAX_MISSING]
+        if requeued:
+            self.resent_total += requeued
+            log.info(
+                "store %s: the hub misses %d delivered transactions; sending them again",
+                self.store_id,
+                requeued,
+            )
+        if self.missing:
+            log.warning(
+                "store %s: the hub misses %d transactions this outbox does not hold",
+                self.store_id,
+                len(self.missing),
+            )
+        return requeued
 
     def _purge(self) -> None:
         try:
@@ -334,6 +468,31 @@ def _one_trace(entries: Sequence[OutboxEntry]) -> tuple[list[OutboxEntry], str |
             trace = entry.traceparent
         run.append(entry)
     return run, trace
+
+
+def offline_grants(data: bytes) -> list[str]:
+    """The offline grants (``OFF-...``) the `loyalty_points` tenders of a till's record name."""
+    record = orjson.loads(data)
+    tenders = record.get("tenders") if isinstance(record, dict) else None
+    found = [
+        t["reference"]
+        for t in tenders or ()
+        if isinstance(t, dict)
+        and t.get("kind") == LOYALTY_POINTS
+        and isinstance(t.get("reference"), str)
+        and t["reference"].startswith(GRANT_PREFIX)
+    ]
+    return list(dict.fromkeys(found))
+
+
+def with_holds(data: bytes, holds: Mapping[str, str]) -> bytes:
+    """A till's record with each `loyalty_points` tender naming the hub's hold in place of the
+    offline grant it named (keys sorted, as the till's bytes are kept)."""
+    record = orjson.loads(data)
+    for tender in record["tenders"]:
+        if tender.get("kind") == LOYALTY_POINTS and tender.get("reference") in holds:
+            tender["reference"] = holds[tender["reference"]]
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 def _results(answer: httpx.Response, expected: int) -> list[dict[str, Any]]:

@@ -19,8 +19,10 @@ The agent's app includes `router` and sets, on `app.state`:
   serves, by store id (the stores it answers for);
 - `member_cache`: `MemberCache`;
 - `offline_redemptions`: `OfflineRedemptions`;
-- `hub_client`: ``httpx.Client`` to the hub, with its base URL, the store's key and timeouts as
-  short as a checkout may wait before the offline policy decides.
+- `hub_clients`: ``Mapping[str, httpx.Client]``, by store id: a client to the hub with its base
+  URL, that store's key and timeouts as short as a checkout may wait before the offline policy
+  decides. A redemption goes through its store's client; a balance through any of them (members
+  are the loyalty program's, not a store's).
 """
 
 from __future__ import annotations
@@ -62,8 +64,14 @@ def _cache(request: Request, store_id: str) -> MasterCache:
     return cache
 
 
-def _hub(request: Request) -> httpx.Client:
-    client: httpx.Client = request.app.state.hub_client
+def _hub(request: Request, store_id: str | None = None) -> httpx.Client:
+    """The client to the hub with `store_id`'s key (None: any store's)."""
+    clients: Mapping[str, httpx.Client] = request.app.state.hub_clients
+    client = clients.get(store_id) if store_id is not None else next(iter(clients.values()), None)
+    if client is None:
+        raise Problem(
+            404, "Unknown store", f"store {store_id!r} is not served by this agent", type_="not-found"
+        )
     return client
 
 
@@ -144,12 +152,14 @@ async def post_redemption(
             type_="idempotency-key-missing",
         )
     offline: OfflineRedemptions = request.app.state.offline_redemptions
+    cache = _cache(request, ask.store_id)
+    hub = _hub(request, ask.store_id)
     if await run_in_threadpool(offline.find_request, ask.store_id, key) is None:
         body = ask.model_dump(mode="json", exclude_none=True)
         try:
             answer = await run_in_threadpool(
                 lambda: request_hub(
-                    _hub(request),
+                    hub,
                     "POST",
                     "/v1/loyalty/redemptions",
                     json=body,
@@ -161,7 +171,6 @@ async def post_redemption(
         else:
             media_type = answer.headers.get("content-type", "application/json")
             return Response(answer.content, status_code=answer.status_code, media_type=media_type)
-    cache = _cache(request, ask.store_id)
     try:
         decision: OfflineDecision = await run_in_threadpool(
             lambda: offline.grant(ask, key, timezone=cache.store.timezone)

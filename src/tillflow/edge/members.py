@@ -25,6 +25,7 @@ is `OfflineGrant.hold_id` once settled.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,12 +37,14 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from tillflow.edge.cache import SQLiteFile, hub_problem, request_hub
+from tillflow.edge.cache import hub_problem, request_hub
+from tillflow.edge.sqlite import SQLiteFile
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
 from tillflow.model.loyalty import ReserveRedemption
 from tillflow.storage.sql import from_us, to_us
 
 __all__ = [
+    "GRANT_PREFIX",
     "CachedMember",
     "GrantState",
     "MemberCache",
@@ -51,6 +54,7 @@ __all__ = [
     "Settlement",
 ]
 
+GRANT_PREFIX = "OFF-"  # how the id of a grant made offline starts
 Clock = Callable[[], datetime]
 GrantState = Literal["pending", "settled", "unsettled_refused"]
 Policy = Literal["deny", "cap"]
@@ -264,6 +268,7 @@ class OfflineRedemptions:
         self.cap_points = cap_points
         self.clock = clock
         self._db = SQLiteFile(path, _GRANTS, synchronous="FULL")  # a grant is on disk before it is answered
+        self._settling = threading.Lock()  # one settlement at a time: a grant is sent by one
 
     def close(self) -> None:
         self._db.close()
@@ -300,7 +305,7 @@ class OfflineRedemptions:
                 )
                 return OfflineDecision(None, False, refusal, left)
             grant = OfflineGrant(
-                grant_id=f"OFF-{uuid.uuid4().hex}",
+                grant_id=f"{GRANT_PREFIX}{uuid.uuid4().hex}",
                 store_id=ask.store_id,
                 request_key=request_key,
                 member_id=ask.member_id,
@@ -347,20 +352,43 @@ class OfflineRedemptions:
         with self._db.read() as conn:
             return _one(conn, "grant_id = ?", (grant_id,))
 
-    def list_grants(self, states: Sequence[GrantState] = ()) -> list[OfflineGrant]:
-        """The grants (in those states), oldest first."""
+    def list_grants(
+        self, states: Sequence[GrantState] = (), *, store_id: str | None = None
+    ) -> list[OfflineGrant]:
+        """The grants (in those states; of that store), oldest first."""
         where = f"state IN ({', '.join('?' * len(states))})" if states else "1 = 1"
+        args: tuple[str, ...] = tuple(states)
+        if store_id is not None:
+            where, args = f"{where} AND store_id = ?", (*args, store_id)
         with self._db.read() as conn:
-            rows = conn.execute(f"SELECT * FROM grants WHERE {where} ORDER BY granted_us", tuple(states))
+            rows = conn.execute(f"SELECT * FROM grants WHERE {where} ORDER BY granted_us", args)
             return [_grant(row) for row in rows.fetchall()]
 
-    def settle(self, client: httpx.Client, *, ttl_seconds: int | None = None) -> Settlement:
-        """Send each pending grant to the hub through `client`, oldest first, and record its hold
-        or its refusal. Stops at the first grant the hub cannot be reached for (the rest stay
-        pending); raises DownstreamRejectedError when the hub refuses the store's key."""
+    def count_grants(self, store_id: str) -> dict[str, int]:
+        """How many grants of the store are in each state (`GrantState`)."""
+        counts: dict[str, int] = {"pending": 0, "settled": 0, "unsettled_refused": 0}
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT state, count(*) FROM grants WHERE store_id = ? GROUP BY state", (store_id,)
+            ).fetchall()
+        for state, n in rows:
+            counts[state] = int(n)
+        return counts
+
+    def settle(
+        self, client: httpx.Client, *, ttl_seconds: int | None = None, store_id: str | None = None
+    ) -> Settlement:
+        """Send each pending grant (of that store: `client` carries its key) to the hub through
+        `client`, oldest first, and record its hold or its refusal. Stops at the first grant the
+        hub cannot be reached for (the rest stay pending); raises DownstreamRejectedError when
+        the hub refuses the store's key."""
+        with self._settling:
+            return self._settle(client, ttl_seconds, store_id)
+
+    def _settle(self, client: httpx.Client, ttl_seconds: int | None, store_id: str | None) -> Settlement:
         settled: list[OfflineGrant] = []
         refused: list[OfflineGrant] = []
-        pending = self.list_grants(["pending"])
+        pending = self.list_grants(["pending"], store_id=store_id)
         for n, grant in enumerate(pending):
             body: dict[str, Any] = {
                 "store_id": grant.store_id,

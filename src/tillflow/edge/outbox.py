@@ -9,9 +9,15 @@ The outbox judges as the hub does (`TransactionStore`): the same identity with t
 is a duplicate; with other content a conflict, refused and recorded, the original kept. Each
 entry is `pending` until the hub answers for it, then `delivered` (accepted or duplicate),
 `conflict` (the hub holds other content for its identity) or `refused` (the hub found it
-invalid); neither of the last two is sent again. `seq` gives the forwarding order, so each
+invalid); neither of the last two is sent again. An entry `held` waits for an operator (its
+reason kept) and is sent only once released. `seq` gives the forwarding order, so each
 register's transactions reach the hub in till order. Delivered entries are kept for a
 retention period, so a gap the hub's reconciliation finds can be sent again (`requeue`).
+
+The bytes the till sent (`data`) are what a resend of the till is judged against, always. The
+forwarder may send other bytes (a loyalty tender's offline grant replaced by the hub's hold):
+those are kept too (`sent_data`) before the first send, so every send, and every re-send the
+hub asks for, carries the same bytes.
 
 A day close (the Z report) waits in a second table, to be sent after every transaction of its
 store-day that was pending when it arrived.
@@ -28,15 +34,23 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from tillflow.edge.sqlite import DiskFullError, GroupCommitFile
-from tillflow.errors import StorageError
+from tillflow.edge.sqlite import GroupCommitFile
+from tillflow.errors import DiskFullError, StorageError
 from tillflow.flows.ingest import judge_batch, to_compare
 from tillflow.model import DayClose, Transaction
 from tillflow.model.transaction import TRUSTED_CONTEXT
 from tillflow.ports import IncomingTransaction, StoredTransaction, Verdict
 from tillflow.storage.sql import from_us, to_us
 
-__all__ = ["DiskFullError", "EntryState", "OutboxEntry", "OutboxStats", "PendingDayClose", "SQLiteOutbox"]
+__all__ = [
+    "DiskFullError",
+    "EntryState",
+    "HeldEntry",
+    "OutboxEntry",
+    "OutboxStats",
+    "PendingDayClose",
+    "SQLiteOutbox",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +67,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     received_us INTEGER NOT NULL,
     delivered_us INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    sent_data BLOB
 );
 CREATE INDEX IF NOT EXISTS transactions_state ON transactions (state, seq);
 CREATE INDEX IF NOT EXISTS transactions_day ON transactions (business_day, register_id, sequence);
@@ -84,11 +99,13 @@ class EntryState(StrEnum):
     DELIVERED = "delivered"  # the hub answered accepted or duplicate
     CONFLICT = "conflict"  # the hub holds other content for this identity: never sent again
     REFUSED = "refused"  # the hub found it invalid: never sent again
+    HELD = "held"  # kept back for an operator (its reason kept): sent once released
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A transaction waiting in the outbox, with the bytes the till sent (keys sorted)."""
+    """A transaction waiting in the outbox, with the bytes the till sent (keys sorted) and,
+    once the forwarder chose other bytes to send, those."""
 
     seq: int
     transaction_id: str
@@ -100,6 +117,21 @@ class OutboxEntry:
     traceparent: str | None
     received_at: datetime
     attempts: int
+    sent_data: bytes | None = None
+
+    @property
+    def to_send(self) -> bytes:
+        """The bytes the hub gets: those chosen before the first send, else the till's."""
+        return self.data if self.sent_data is None else self.sent_data
+
+
+@dataclass(frozen=True, slots=True)
+class HeldEntry:
+    """A transaction kept back for an operator, and why."""
+
+    transaction_id: str
+    business_day: date
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +152,7 @@ class OutboxStats:
     delivered: int  # delivered and still kept for re-sends
     conflicts: int  # refused by the hub as conflicts
     refused: int  # refused by the hub as invalid
+    held: int  # kept back for an operator
     local_conflicts: int  # refused here: a sequence reused with other content
     day_closes_pending: int
 
@@ -143,7 +176,7 @@ class SQLiteOutbox:
         self.wake = threading.Event()
         self._file = GroupCommitFile(path, _SCHEMA, max_pages=max_pages, busy_timeout=busy_timeout)
         try:
-            owner = self._file.submit(_claim(store_id))
+            owner = self._file.submit(_open(store_id))
         except Exception:
             self._file.close()
             raise
@@ -282,7 +315,7 @@ class SQLiteOutbox:
         def work(conn: sqlite3.Connection) -> list[OutboxEntry]:
             rows = conn.execute(
                 "SELECT seq, transaction_id, register_id, business_day, sequence, data, digest,"
-                " traceparent, received_us, attempts FROM transactions"
+                " traceparent, received_us, attempts, sent_data FROM transactions"
                 " WHERE state = 'pending' ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -298,6 +331,7 @@ class SQLiteOutbox:
                     traceparent=r[7],
                     received_at=from_us(r[8]),
                     attempts=r[9],
+                    sent_data=None if r[10] is None else bytes(r[10]),
                 )
                 for r in rows
             ]
@@ -349,6 +383,87 @@ class SQLiteOutbox:
                 [error, *ids],
             )
         )
+
+    def keep_sent_data(self, transaction_id: str, data: bytes) -> bytes:
+        """Keep the bytes to send for a pending transaction in place of the till's, unless some
+        were kept before; returns the bytes kept (the hub must get the same ones every time)."""
+
+        def work(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "UPDATE transactions SET sent_data = ?"
+                " WHERE transaction_id = ? AND state = 'pending' AND sent_data IS NULL",
+                (data, transaction_id),
+            )
+            row = conn.execute(
+                "SELECT coalesce(sent_data, data) FROM transactions WHERE transaction_id = ?",
+                (transaction_id,),
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"the outbox holds no transaction {transaction_id}")
+            return bytes(row[0])
+
+        return self._submit(work)
+
+    def hold(self, transaction_id: str, reason: str) -> bool:
+        """Keep a pending transaction back for an operator, with the reason; False when it was
+        not pending."""
+        changed: int = self._submit(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE transactions SET state = 'held', last_error = ?"
+                    " WHERE state = 'pending' AND transaction_id = ?",
+                    (reason, transaction_id),
+                ).rowcount
+            )
+        )
+        return changed == 1
+
+    def release(self, transaction_id: str) -> str | None:
+        """An operator lets a held transaction go: it is sent as the till sent it. Returns its
+        state before (None when the outbox does not hold it); only a held one changes."""
+
+        def work(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT state FROM transactions WHERE transaction_id = ?", (transaction_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[0] == EntryState.HELD.value:
+                conn.execute(
+                    "UPDATE transactions SET state = 'pending', sent_data = data, last_error = NULL"
+                    " WHERE transaction_id = ?",
+                    (transaction_id,),
+                )
+            return str(row[0])
+
+        before = self._submit(work)
+        if before == EntryState.HELD.value:
+            self.wake.set()
+        return before
+
+    def held(self, limit: int = 100) -> list[HeldEntry]:
+        """Up to `limit` transactions kept back for an operator, oldest first, with why."""
+        rows = self._read(
+            lambda conn: conn.execute(
+                "SELECT transaction_id, business_day, last_error FROM transactions"
+                " WHERE state = 'held' ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        )
+        return [HeldEntry(tx_id, date.fromisoformat(day), reason or "") for tx_id, day, reason in rows]
+
+    def find_states(self, transaction_ids: Sequence[str]) -> dict[str, str]:
+        """The state of each of these the outbox holds (those it does not are left out)."""
+        ids = list(dict.fromkeys(transaction_ids))
+        if not ids:
+            return {}
+        rows = self._read(
+            lambda conn: conn.execute(
+                f"SELECT transaction_id, state FROM transactions WHERE transaction_id IN ({_marks(ids)})",
+                ids,
+            ).fetchall()
+        )
+        return dict(rows)
 
     def requeue(
         self, transaction_ids: Sequence[str] | None = None, *, business_day: date | None = None
@@ -411,6 +526,7 @@ class SQLiteOutbox:
                 delivered=counts.get(EntryState.DELIVERED.value, (0, None))[0],
                 conflicts=counts.get(EntryState.CONFLICT.value, (0, None))[0],
                 refused=counts.get(EntryState.REFUSED.value, (0, None))[0],
+                held=counts.get(EntryState.HELD.value, (0, None))[0],
                 local_conflicts=int(local),
                 day_closes_pending=int(closes),
             )
@@ -488,10 +604,14 @@ class SQLiteOutbox:
         return None if row is None else (row[0], row[1])
 
 
-def _claim(store_id: str) -> Callable[[sqlite3.Connection], str]:
-    """Mark a new file as this store's outbox; returns the store the file belongs to."""
+def _open(store_id: str) -> Callable[[sqlite3.Connection], str]:
+    """Bring a file written by an earlier agent to this schema, and mark a new file as this
+    store's outbox; returns the store the file belongs to."""
 
     def work(conn: sqlite3.Connection) -> str:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(transactions)")}
+        if "sent_data" not in columns:
+            conn.execute("ALTER TABLE transactions ADD COLUMN sent_data BLOB")
         conn.execute("INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('store_id', ?)", (store_id,))
         (owner,) = conn.execute("SELECT value FROM outbox_meta WHERE key = 'store_id'").fetchone()
         return str(owner)

@@ -1,14 +1,18 @@
-"""One SQLite file written by one thread, with group commit: durable before answered.
+"""The agent's SQLite files: one written by one thread with group commit, and one shared simply.
 
-Submissions (functions of a connection) queue up; the writer thread takes everything queued,
-runs it in one transaction and commits once (with `synchronous=FULL`, one fsync), then
-answers each submitter. Each submission runs in its own savepoint, so one that fails (a full
-disk) is rolled back alone and the others of the group still commit; a commit that fails
-fails the whole group, and nothing committed before is touched. Reads share one connection
-of their own and see what is committed (WAL: readers never wait for the writer).
+`GroupCommitFile` (the outboxes) is durable before it answers. Submissions (functions of a
+connection) queue up; the writer thread takes everything queued, runs it in one transaction
+and commits once (with `synchronous=FULL`, one fsync), then answers each submitter. Each
+submission runs in its own savepoint, so one that fails (a full disk) is rolled back alone and
+the others of the group still commit; a commit that fails fails the whole group, and nothing
+committed before is touched. Reads share one connection of their own and see what is
+committed (WAL: readers never wait for the writer).
 
 A full disk, or the file's size limit (`max_pages`, SQLite's `max_page_count`), is
 `DiskFullError`; other driver errors are `StorageError`.
+
+`SQLiteFile` (the lookup caches and the offline grants): one connection shared by the threads
+of a process, one at a time; driver errors are `StorageError`.
 """
 
 from __future__ import annotations
@@ -18,21 +22,19 @@ import errno
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from tillflow.errors import StorageError
+from tillflow.errors import DiskFullError, StorageError
+
+__all__ = ["DiskFullError", "GroupCommitFile", "SQLiteFile", "translate"]
 
 T = TypeVar("T")
 SQLITE_FULL = 13
-
-
-class DiskFullError(StorageError):
-    """Raised when the file cannot grow (the disk, or its size limit, is full): what was being
-    submitted is not stored; everything committed before is intact."""
 
 
 @dataclass(slots=True)
@@ -196,3 +198,54 @@ def _translated(exc: BaseException, path: Path) -> BaseException:
     error = translate(exc, path)
     error.__cause__ = exc
     return error
+
+
+class SQLiteFile:
+    """One SQLite file (WAL) shared by the threads of a process: one connection, one at a time.
+    `synchronous` NORMAL: a commit survives a crash of the process, not a power cut (what can be
+    asked for again); FULL: it survives both (what cannot)."""
+
+    def __init__(
+        self, path: str | Path, schema: str, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    ) -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        try:
+            if self.path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._conn.execute("PRAGMA busy_timeout=10000")
+            self._conn.executescript(schema)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads; driver errors become StorageError."""
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """The connection in one write transaction, committed when the block ends, rolled back
+        when it raises; driver errors become StorageError."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc

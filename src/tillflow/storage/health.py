@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, select
 
 from tillflow.model import StoreHeartbeat
@@ -29,6 +30,7 @@ class SQLStoreHealthBook:
             "last_error": beat.last_error,
             "delivered_total": beat.delivered_total,
             "conflicts": beat.conflicts,
+            "missing": None if beat.missing is None else orjson.dumps(beat.missing).decode(),
         }
         with write_tx(self.engine) as conn:
             stmt = insert_for(conn, store_heartbeats).values(row)
@@ -50,5 +52,6 @@ def _latest(row: Any) -> LatestHeartbeat:
         last_error=row.last_error,
         delivered_total=row.delivered_total,
         conflicts=row.conflicts,
+        missing=None if row.missing is None else tuple(orjson.loads(row.missing)),
     )
     return LatestHeartbeat(store_id=row.store_id, beat=beat, received_at=from_us(row.received_us))

@@ -530,4 +530,5 @@ store_heartbeats = Table(
     Column("last_error", Text, nullable=True),
     Column("delivered_total", BigInteger, nullable=False),
     Column("conflicts", BigInteger, nullable=False),
+    Column("missing", Text, nullable=True),  # a JSON list: what the agent was asked for and lacks
 )

@@ -2,14 +2,19 @@
 
 Each store's agent posts a heartbeat every few seconds (`POST /v1/stores/{id}/heartbeat`,
 with the store's key): its version, its clock, how many transactions wait in its outbox and
-the age of the oldest, its last error, and how many it delivered and saw refused as conflicts.
-The hub keeps the latest one per store and answers with the skew between the clocks:
+the age of the oldest, its last error, how many it delivered and saw refused as conflicts, and
+the transactions the hub asked for that it does not hold (`missing`). The hub keeps the latest
+one per store and answers with the skew between the clocks and what it misses of the store:
 
     {"store_id": "S001", "received_at": "2026-11-29T10:00:00.120000+00:00",
-     "clock_skew_seconds": 0.12}
+     "clock_skew_seconds": 0.12, "resend": ["S001:R01:2026-11-28:00000042"]}
 
 `clock_skew_seconds` is the hub's receive time minus the agent's `sent_at`: positive when the
-store's clock is behind the hub's (or the beat was long on the way).
+store's clock is behind the hub's (or the beat was long on the way). `resend` names the
+transactions the store's day closes count that the hub has not received, for the day closes
+still waiting for them or posted with them flagged as a gap, over the last `RESEND_DAYS`
+business days: most recent days first, at most `MAX_RESEND`. The agent sends again those it
+still holds (the hub answers accepted, or duplicate) and reports the others as `missing`.
 
 `GET /v1/stores/health` (admin) shows every configured store: online while its latest heartbeat
 is younger than `hub.store_offline_seconds`, offline once it is older, unknown when the hub has
@@ -19,7 +24,7 @@ never heard from it; with a count per status.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -28,6 +33,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from tillflow.flows.store_day import missing_transactions
 from tillflow.hub.api.transactions import read_body
 from tillflow.hub.auth import require_admin, require_key, require_store
 from tillflow.hub.ingest import errors_of
@@ -35,11 +41,13 @@ from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import StoreHeartbeat, StoreStatus
 from tillflow.model.health import store_status
-from tillflow.ports import LatestHeartbeat, Principal
+from tillflow.ports import CloseState, LatestHeartbeat, Principal, StoreDays, TransactionStore
 from tillflow.services import Services
 
 router = APIRouter(tags=["stores"])
-MAX_HEARTBEAT_BYTES = 16 * 1024
+MAX_HEARTBEAT_BYTES = 256 * 1024  # a beat may name up to `MAX_MISSING` transactions
+RESEND_DAYS = 14  # business days back the hub asks a store for what its day closes miss
+MAX_RESEND = 300  # transactions asked for in one answer
 
 
 @router.post("/v1/stores/{store_id}/heartbeat", summary="A store's edge agent reports its health")
@@ -66,13 +74,37 @@ async def post_heartbeat(
         raise Problem(422, "Invalid heartbeat", detail, type_="invalid-request", errors=errors) from exc
     await run_in_threadpool(services.store_health.record_heartbeat, store_id, beat, received_at)
     latest = LatestHeartbeat(store_id=store_id, beat=beat, received_at=received_at)
+    resend = await run_in_threadpool(
+        missed_transactions, services.store_days, services.transactions, store_id, received_at.date()
+    )
     return json_response(
         {
             "store_id": store_id,
             "received_at": received_at.isoformat(),
             "clock_skew_seconds": latest.clock_skew_seconds,
+            "resend": resend,
         }
     )
+
+
+def missed_transactions(
+    days: StoreDays, transactions: TransactionStore, store_id: str, today: date, *, limit: int = MAX_RESEND
+) -> list[str]:
+    """The transactions the store's day closes count that the hub has not received: of the day
+    closes waiting, or posted (or failed) with a gap, from the day after `today` (a store's day
+    may be ahead of the hub's) back `RESEND_DAYS` days, most recent first; at most `limit`."""
+    found: list[str] = []
+    for back in range(-1, RESEND_DAYS):
+        day = today - timedelta(days=back)
+        record = days.find_day_close(store_id, day)
+        if record is None or (record.state is not CloseState.WAITING and not record.gap):
+            continue
+        # counted afresh: a flagged gap may have been filled by late sales since
+        have = transactions.list_sequences(store_id, day)
+        found += missing_transactions(record.close, have, limit=limit - len(found))
+        if len(found) >= limit:
+            break
+    return found
 
 
 def health_body(
@@ -106,6 +138,7 @@ def _store_health(
             "agent_version": None,
             "delivered_total": None,
             "conflicts": None,
+            "missing": None,
         }
     beat = found.beat
     # another API process may have received it by a clock a little ahead of this one's
@@ -122,6 +155,7 @@ def _store_health(
         "agent_version": beat.agent_version,
         "delivered_total": beat.delivered_total,
         "conflicts": beat.conflicts,
+        "missing": list(beat.missing or ()),
     }
 
 

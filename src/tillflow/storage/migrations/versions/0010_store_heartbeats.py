@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text, nullable=True),
         sa.Column("delivered_total", sa.BigInteger, nullable=False),
         sa.Column("conflicts", sa.BigInteger, nullable=False),
+        sa.Column("missing", sa.Text, nullable=True),  # JSON: ids asked for again it does not hold
     )
 
 
