@@ -386,6 +386,10 @@ def edge(
     master_sync_seconds: Annotated[
         float, typer.Option(help="seconds between master data syncs with the hub", min=0.1)
     ] = 30.0,
+    drop_folder: Annotated[
+        Path | None,
+        typer.Option(help="watched for POSLog, CSV and JSON files (default: DATA_DIR/drop)"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run the store agent: the local API for the tills, an outbox and a forwarder per store, and
@@ -428,6 +432,7 @@ def edge(
             offline_redemptions="cap" if offline_redemptions == "cap" else "deny",
             offline_cap_points=offline_cap_points,
             master_sync_seconds=master_sync_seconds,
+            drop_folder=drop_folder,
         )
         agent = EdgeAgent(
             store,
@@ -435,6 +440,7 @@ def edge(
             settings,
             import_context=cfg.import_context(),
             poslog_settings=cfg.imports.poslog,
+            import_settings=cfg.imports.by_format(),
             local_key=os.environ.get(LOCAL_KEY),
         )
     except TillflowError as exc:

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 import orjson
@@ -96,6 +96,14 @@ class QuarantineReport:
             self._file.close()
 
 
+class BatchSink(Protocol):
+    """Where an import's batches of canonical records go: a hub, or a store agent's outboxes."""
+
+    def send(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Take the records; one answer per record, in order (the hub's batch answer)."""
+        ...
+
+
 class HubClient:
     """Sends batches to the hub; waits out 429/503 (Retry-After) and connection failures."""
 
@@ -159,7 +167,7 @@ class Importer:
     context: ImportContext
     settings: Mapping[str, Any]
     report: QuarantineReport
-    hub: HubClient | None = None  # None: dry run
+    hub: BatchSink | None = None  # None: dry run
     batch: int = 500
     fmt: str | None = None
     emit: Callable[[bytes], None] | None = None  # --json: each canonical transaction

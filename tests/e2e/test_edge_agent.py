@@ -331,6 +331,27 @@ class TestTheTillsAnswers:
         assert [r["status"] for r in again.json()["results"]] == ["not_posted", "duplicate"]
         assert at_hub.status_code == 200
 
+    def test_a_file_dropped_in_the_drop_folder_reaches_the_hub_and_moves_to_done(
+        self, tmp_path: Path
+    ) -> None:
+        config = TillflowConfig(
+            stores=[Store(store_id="S009", timezone="America/New_York", currency="USD")],
+            policy=PolicyMaps(store_aliases={"9": "S009"}),
+        )
+        (tmp_path / "hub").mkdir()
+        with hub_process(tmp_path / "hub", config) as hub:
+            options = ("--config", str(hub.config_path))
+            with edge_agent(hub.url, hub.keys, tmp_path / "edge", options=options) as agent:
+                drop = tmp_path / "edge" / "drop"
+                (drop / "z.xml.part").write_bytes(NCR_SMALL.read_bytes())  # copied, then renamed
+                (drop / "z.xml.part").rename(drop / "z.xml")
+                assert eventually(lambda: (drop / "done" / "z.xml").exists())
+                assert eventually(lambda: drained(agent))
+            with hub.client(hub.keys["S009"]) as client:
+                at_hub = client.get("/v1/transactions/S009:34:2017-09-30:00000161")
+        assert at_hub.status_code == 200
+        assert not (drop / "z.xml").exists() and not list((drop / "failed").iterdir())
+
     def test_a_full_outbox_is_a_507_problem_and_loses_nothing_acknowledged(
         self, hub: RunningHub, tmp_path: Path
     ) -> None:

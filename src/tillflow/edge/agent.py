@@ -34,6 +34,7 @@ from pydantic import ValidationError
 import tillflow
 from tillflow.connectors.http import segment
 from tillflow.edge.cache import MasterCache, MasterSync
+from tillflow.edge.dropfolder import DropFolder, OutboxSink
 from tillflow.edge.forwarder import JSON, Forwarder
 from tillflow.edge.members import MemberCache, OfflineRedemptions
 from tillflow.edge.outbox import SQLiteOutbox
@@ -73,6 +74,7 @@ class AgentSettings:
     offline_cap_points: int = 500  # with `cap`: points a member may be granted a day offline
     master_sync_seconds: float = 30.0
     lookup_timeout: float = 3.0  # seconds
+    drop_folder: Path | None = None  # watched for POSLog / CSV / JSON files (default: data_dir/drop)
 
 
 def _pages(max_bytes: int | None) -> int | None:
@@ -194,6 +196,7 @@ class EdgeAgent:
         *,
         import_context: ImportContext | None = None,
         poslog_settings: PoslogSettings | None = None,
+        import_settings: Mapping[str, Any] | None = None,
         local_key: str | None = None,
     ) -> None:
         check_store_ids(store_ids)
@@ -255,16 +258,28 @@ class EdgeAgent:
             )
             for store, outbox in opened.items()
         }
+        self.drop_folder = DropFolder(
+            settings.drop_folder or settings.data_dir / "drop",
+            OutboxSink(self.outboxes, self.outboxes.store_ids),
+            self.import_context,
+            {"poslog": self.poslog_settings, **(import_settings or {})},
+        )
         self._closers = closers
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sync_thread: threading.Thread | None = None
+        self._drop_thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start a forwarder thread per store, and the thread that keeps the lookups current."""
         self._threads = [f.start(self._stop) for f in self.forwarders.values()]
         self._sync_thread = threading.Thread(target=self._sync_loop, name="edge-lookups", daemon=True)
         self._sync_thread.start()
+        drop = threading.Thread(
+            target=self.drop_folder.run, args=(self._stop,), name="edge-drop", daemon=True
+        )
+        drop.start()
+        self._drop_thread = drop
 
     def stop(self) -> None:
         """Stop the forwarders (each finishes the request in flight) and the lookups' thread,
@@ -276,6 +291,8 @@ class EdgeAgent:
             thread.join(timeout=forwarder.timeout + 10)
         if self._sync_thread is not None:
             self._sync_thread.join(timeout=40)
+        if self._drop_thread is not None:
+            self._drop_thread.join(timeout=60)
         for forwarder in self.forwarders.values():
             forwarder.close()
         for client in (*self.hub_clients.values(), *self._sync_clients.values()):
