@@ -30,13 +30,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
 
 import httpx
 import orjson
 from pydantic import BaseModel
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TransferSpeedColumn
 from rich.table import Table
 
 from tillflow.errors import FormatError, ImportAbortedError
@@ -275,22 +275,8 @@ def run_import(
         fmt=fmt,
         emit=_json_lines(stdout) if json_out else None,
     )
-    summaries: list[FileSummary] = []
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            for path in paths:
-                summaries.append(importer.import_file(path, progress))
-                if summaries[-1].aborted:  # the hub is away or refuses: later files would fare alike
-                    skipped = [str(p) for p in paths if p not in {s.path for s in summaries}]
-                    if skipped:
-                        console.print(f"[red]not imported: {', '.join(skipped)}[/red]")
-                    break
+        summaries = _import_files(importer.import_file, paths, TransferSpeedColumn(), console)
     finally:
         report.close()
         if hub is not None:
@@ -301,6 +287,35 @@ def run_import(
         return EXIT_USAGE
     refused = sum(s.quarantined + s.hub["invalid"] + s.hub["conflict"] for s in summaries)
     return EXIT_PARTIAL if refused else EXIT_OK
+
+
+class _Summary(Protocol):
+    aborted: bool  # the hub could not take a batch
+
+
+Summary = TypeVar("Summary", bound=_Summary)
+
+
+def _import_files(
+    import_file: Callable[[Path, Progress], Summary],
+    paths: Sequence[Path],
+    column: ProgressColumn,
+    console: Console,
+) -> list[Summary]:
+    """Each file in turn with a progress bar, until the hub is away or refuses a batch: later
+    files would fare alike, and are named as not imported."""
+    summaries: list[Summary] = []
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), column, console=console, transient=True
+    ) as bar:
+        for path in paths:
+            summaries.append(import_file(path, bar))
+            if summaries[-1].aborted:
+                skipped = [str(p) for p in paths[len(summaries) :]]
+                if skipped:
+                    console.print(f"[red]not imported: {', '.join(skipped)}[/red]")
+                break
+    return summaries
 
 
 def _json_lines(out: IO[bytes]) -> Callable[[bytes], None]:
@@ -464,22 +479,8 @@ def run_master_import(
     importer = MasterImporter(
         kind, report, hub=hub, batch=batch, fmt=fmt, emit=_json_lines(stdout) if json_out else None
     )
-    summaries: list[MasterSummary] = []
     try:
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed} rows"),
-            console=console,
-            transient=True,
-        ) as progress:
-            for path in paths:
-                summaries.append(importer.import_file(path, progress))
-                if summaries[-1].aborted:  # the hub is away or refuses: later files would fare alike
-                    skipped = [str(p) for p in paths[len(summaries) :]]
-                    if skipped:
-                        console.print(f"[red]not imported: {', '.join(skipped)}[/red]")
-                    break
+        summaries = _import_files(importer.import_file, paths, TextColumn("{task.completed} rows"), console)
     finally:
         report.close()
         if hub is not None:
