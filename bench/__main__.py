@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.downstream import LIMIT, aggregated_figure, downstream_figures
+from bench.edge import BACKLOG, CONNECTIONS, RATE, edge_figures
 from bench.formats import format_figures
 from bench.masterdata import masterdata_figures
 from tillflow.config import BusSettings
@@ -45,6 +46,15 @@ from tillflow.processes import HubProcess
 from tillflow.sim.pos import PosTrafficGenerator
 
 RESULTS = Path(__file__).parent / "results"
+EDGE_START = (
+    f"the store agent: acknowledgement latency at {RATE}/s, then a {BACKLOG:,} backlog drained to its hub"
+    " (baselines: SQLite synchronous=FULL single inserts, the hub's own ingest)..."
+)
+EDGE_BASELINES = (
+    "for the store agent's acknowledgement latency: single-row INSERT + COMMIT into SQLite (WAL,"
+    " synchronous=FULL) at the same pace, the ratio time over time; for its intake and drain: the same"
+    f" batches posted straight to a fresh hub over {CONNECTIONS} connections"
+)
 
 
 def payloads(
@@ -196,10 +206,12 @@ def main() -> None:
     parser.add_argument("--bus", choices=("sqlite", "jetstream"), default="sqlite")
     parser.add_argument(
         "--only",
-        choices=("all", "formats", "downstream", "masterdata"),
+        choices=("all", "formats", "downstream", "masterdata", "edge"),
         default="all",
         help="formats: the parsers only; downstream: posting against a throttled ERP only;"
-        " masterdata: store snapshots, deltas and the status of 1,200 stores (100,000 items) only",
+        " masterdata: store snapshots, deltas and the status of 1,200 stores (100,000 items) only;"
+        f" edge: the store agent's acknowledgement latency at {RATE}/s and its drain of a"
+        f" {BACKLOG:,} backlog only",
     )
     args = parser.parse_args()
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -207,6 +219,11 @@ def main() -> None:
     if args.only == "masterdata":
         console.print("master data: 100,000 items, prices for 1,200 stores (baseline: plain SQL reads)...")
         _report(console, "tillflow bench — master data to the stores", masterdata_figures(), "masterdata")
+        return
+    if args.only == "edge":
+        console.print(EDGE_START)
+        _report(console, "tillflow bench — the store agent", edge_figures(), "edge")
+        console.print(f"baselines: {EDGE_BASELINES}")
         return
     console.print("format import rates on the real samples (baselines: plain lxml parse, plain csv read)...")
     format_results = format_figures()
@@ -224,6 +241,8 @@ def main() -> None:
         return
     console.print("master data: 100,000 items, prices for 1,200 stores (baseline: plain SQL reads)...")
     masterdata_results = masterdata_figures()
+    console.print(EDGE_START)
+    edge_results = edge_figures()
 
     console.print(f"generating {args.transactions} transactions of {args.lines} lines...")
     work = payloads(args.stores, args.transactions, args.batch, args.lines, args.seed)
@@ -304,7 +323,7 @@ def main() -> None:
     _report(
         console,
         f"tillflow bench — {n} transactions, batches of {args.batch}, {args.lines} lines each",
-        results + format_results + downstream_results + masterdata_results,
+        results + format_results + downstream_results + masterdata_results + edge_results,
         "sqlite" if args.bus == "sqlite" else args.bus,
     )
     console.print(
@@ -314,7 +333,8 @@ def main() -> None:
         + "; for the formats: a plain lxml parse / plain csv read of the same sample"
         + f"; for ERP posting: the ERP's own limit of {LIMIT} requests/s"
         + "; for aggregated posting: a plain-Python sum of the same amounts, the ratio time over time"
-        + "; for master data: plain SQL reads of the same rows, the ratio time over time)"
+        + "; for master data: plain SQL reads of the same rows, the ratio time over time"
+        + f"; {EDGE_BASELINES})"
     )
 
 

@@ -347,8 +347,10 @@ class SQLiteOutbox:
         return self._submit(
             lambda conn: (
                 conn.execute(
+                    # `+state`: SQLite then finds the rows by transaction id; through the (state, seq)
+                    # index it would read every pending row, a cost growing with the backlog
                     "UPDATE transactions SET state = 'delivered', delivered_us = ?, attempts = attempts + 1,"
-                    f" last_error = NULL WHERE state = 'pending' AND transaction_id IN ({_marks(ids)})",
+                    f" last_error = NULL WHERE +state = 'pending' AND transaction_id IN ({_marks(ids)})",
                     [at_us, *ids],
                 ).rowcount
             )
@@ -363,7 +365,7 @@ class SQLiteOutbox:
             lambda conn: (
                 conn.execute(
                     "UPDATE transactions SET state = ?, attempts = attempts + 1, last_error = ?"
-                    " WHERE state = 'pending' AND transaction_id = ?",
+                    " WHERE +state = 'pending' AND transaction_id = ?",
                     (state.value, reason, transaction_id),
                 ).rowcount
             )
@@ -379,7 +381,7 @@ class SQLiteOutbox:
         self._submit(
             lambda conn: conn.execute(
                 "UPDATE transactions SET attempts = attempts + 1, last_error = ?"
-                f" WHERE state = 'pending' AND transaction_id IN ({_marks(ids)})",
+                f" WHERE +state = 'pending' AND transaction_id IN ({_marks(ids)})",
                 [error, *ids],
             )
         )
@@ -391,7 +393,7 @@ class SQLiteOutbox:
         def work(conn: sqlite3.Connection) -> bytes:
             conn.execute(
                 "UPDATE transactions SET sent_data = ?"
-                " WHERE transaction_id = ? AND state = 'pending' AND sent_data IS NULL",
+                " WHERE transaction_id = ? AND +state = 'pending' AND sent_data IS NULL",
                 (data, transaction_id),
             )
             row = conn.execute(
@@ -411,7 +413,7 @@ class SQLiteOutbox:
             lambda conn: (
                 conn.execute(
                     "UPDATE transactions SET state = 'held', last_error = ?"
-                    " WHERE state = 'pending' AND transaction_id = ?",
+                    " WHERE +state = 'pending' AND transaction_id = ?",
                     (reason, transaction_id),
                 ).rowcount
             )
