@@ -77,7 +77,11 @@ def wait_posted(books: RunningHub) -> list[dict[str, object]]:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             closes = client.get("/v1/day-closes", params={"day": DAY.isoformat()}).json()["day_closes"]
-            if len(closes) == 2 and all(c["state"] == "posted" for c in closes):
+            # S002's day is posted as a whole; S001's sales go line by line through the posting
+            # flow, which must have caught up too before the books can be compared
+            posting = client.get("/v1/flows").json()["consumer_groups"].get("posting", {})
+            caught_up = posting.get("lag") == 0 and not posting.get("pending")
+            if len(closes) == 2 and all(c["state"] == "posted" for c in closes) and caught_up:
                 return list(closes)
             time.sleep(0.2)
     raise AssertionError(f"day closes not posted: {closes}")
