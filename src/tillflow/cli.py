@@ -71,8 +71,12 @@ def hub(
     from tillflow.bootstrap import bootstrap
     from tillflow.hub.app import create_app
     from tillflow.hub.runtime import WorkerSupervisor, run_worker, tune_gc
+    from tillflow.observe.logs import configure_logging
+    from tillflow.observe.tracing import configure_tracing
 
     cfg = _config(config, data_dir, host=host, port=port, role=role)
+    configure_logging(cfg.observe, cfg.hub.role)
+    configure_tracing(cfg.observe, cfg.hub.role)
     services = bootstrap(cfg)
     tune_gc()
     if cfg.hub.role == "worker":

@@ -28,6 +28,8 @@ from tillflow.formats.settings import PoslogSettings, ShopifySettings, SquareSet
 from tillflow.model import Store
 from tillflow.model.base import CurrencyCode, Ident
 from tillflow.model.money import Dec
+from tillflow.observe.alert_rules import AlertSettings
+from tillflow.observe.settings import ObserveSettings
 
 # the flows this release runs (a typo fails at start), and what a worker process can run
 FlowName = Literal["inventory", "posting", "loyalty", "compliance"]
@@ -226,6 +228,8 @@ class TillflowConfig(BaseSettings):
     connectors: ConnectorSettings = ConnectorSettings()
     posting: PostingSettings = PostingSettings()
     inventory: InventorySettings = InventorySettings()
+    observe: ObserveSettings = ObserveSettings()
+    alerts: AlertSettings = AlertSettings()
 
     def import_context(self) -> ImportContext:
         """What the format parsers need: the stores, the policy maps, the defaults."""

@@ -10,10 +10,23 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 import tillflow
-from tillflow.hub.api import books, health, inventory, loyalty, masterdata, stores, transactions
+from tillflow.hub import console
+from tillflow.hub.api import (
+    alerts,
+    books,
+    health,
+    inventory,
+    loyalty,
+    masterdata,
+    metrics,
+    ops,
+    stores,
+    transactions,
+)
 from tillflow.hub.problems import install_problem_handlers
 from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
+from tillflow.observe.alerting import start_evaluator
 from tillflow.services import Services
 
 THREADS = 8
@@ -34,12 +47,15 @@ def create_app(
         app.state.consumer_threads = [c.start(stop) for c in app.state.consumers]
         if worker is not None:
             worker.start()
+        evaluator = start_evaluator(services, stop)
         yield
         stop.set()
         for consumer in app.state.consumers:
             consumer.wake.set()
         for thread in app.state.consumer_threads:
             thread.join(timeout=10)
+        if evaluator is not None:
+            evaluator.join(timeout=10)
         if worker is not None:
             worker.stop()
         services.close()
@@ -69,6 +85,10 @@ def create_app(
         loyalty.router,
         health.router,
         stores.router,
+        ops.router,
+        alerts.router,
+        metrics.router,
+        console.router,
     ):
         app.include_router(router)
     _publish_transaction_schema(app)

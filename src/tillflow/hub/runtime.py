@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Collection, Sequence
 
+from tillflow.observe.metrics import start_publisher
 from tillflow.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def run_worker(services: Services, flows: Collection[str] | None = None) -> None
         signal.signal(sig, lambda *_: stop.set())
     runners = services.consumers(flows)
     threads = [r.start(stop) for r in runners]
+    publisher = start_publisher(services, stop)
     supervisor = os.environ.get(SUPERVISOR_PID)
     while not stop.wait(0.5):
         if not all(t.is_alive() for t in threads):
@@ -59,6 +61,8 @@ def run_worker(services: Services, flows: Collection[str] | None = None) -> None
         runner.wake.set()
     for thread in threads:
         thread.join(timeout=30)
+    if publisher is not None:
+        publisher.join(timeout=10)
     services.close()
 
 
