@@ -532,3 +532,35 @@ store_heartbeats = Table(
     Column("conflicts", BigInteger, nullable=False),
     Column("missing", Text, nullable=True),  # a JSON list: what the agent was asked for and lacks
 )
+
+# each hub process's own counters (retries, throttle waits, breaker states, handled events),
+# published every few seconds, so `/metrics` in any API process sees every worker's figures
+process_metrics = Table(
+    "process_metrics",
+    metadata,
+    Column("process_id", String(100), primary_key=True),  # host:pid:start
+    Column("role", String(64), nullable=False),
+    Column("started_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),  # JSON: the process's metric families
+)
+
+# alerts the rules raised: one row per firing, resolved when its condition cleared
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("rule", String(100), nullable=False),
+    Column("subject", String(200), nullable=False),  # what it is about: a store, a group, a store-day
+    Column("kind", String(64), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("value", Float, nullable=True),
+    Column("threshold", Float, nullable=True),
+    Column("fired_us", BigInteger, nullable=False),
+    Column("resolved_us", BigInteger, nullable=True),
+    Column("acknowledged_us", BigInteger, nullable=True),
+    Column("acknowledged_by", String(200), nullable=True),
+    Column("notified", String(16), nullable=True),  # the last state sent to the webhook
+)
+Index("ix_alerts_open", alerts.c.rule, alerts.c.subject, alerts.c.resolved_us)
