@@ -21,6 +21,7 @@ from tillflow.flows.store_day import StoreDayPoster
 from tillflow.model import LoggedEvent
 from tillflow.ports import ErpSystem, EventLog, LoyaltyPlatform, PostingLog
 from tillflow.services import Services
+from tillflow.storage.alerts import SQLAlertBook
 from tillflow.storage.compliance import SQLComplianceLog
 from tillflow.storage.db import create_state_engine
 from tillflow.storage.goods_movements import SQLGoodsMovementLog
@@ -30,7 +31,9 @@ from tillflow.storage.keys import SQLKeyStore
 from tillflow.storage.loyalty import SQLLoyaltyBook
 from tillflow.storage.masterdata import SQLMasterData
 from tillflow.storage.migrate import upgrade_schema
+from tillflow.storage.operations import SQLOperationsBook
 from tillflow.storage.postings import SQLPostingLog
+from tillflow.storage.process_metrics import SQLProcessMetrics
 from tillflow.storage.products import SQLProductCatalog
 from tillflow.storage.stats import SQLStatsReader
 from tillflow.storage.store_days import SQLStoreDays
@@ -224,6 +227,9 @@ def bootstrap(config: TillflowConfig, *, migrate: bool = True) -> Services:
         masterdata=masterdata,
         deviations=deviations,
         store_health=SQLStoreHealthBook(engine),
+        operations=SQLOperationsBook(engine),
+        alerts=SQLAlertBook(engine),
+        process_metrics=SQLProcessMetrics(engine),
         downstream_figures=downstream.figures,
         erp_targets=downstream.erp_targets,
         erp=lambda: downstream.erp,

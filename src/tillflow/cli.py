@@ -96,7 +96,9 @@ def hub(
         f"tillflow hub on http://{cfg.hub.host}:{cfg.hub.port} ({len(cfg.stores)} stores configured)"
     )
     app_ = create_app(services, worker=worker)
-    uvicorn.run(app_, host=cfg.hub.host, port=cfg.hub.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app_, host=cfg.hub.host, port=cfg.hub.port, log_level="warning", access_log=False, log_config=None
+    )
 
 
 @keys_app.command("create")
@@ -403,7 +405,6 @@ def edge(
     zones, regions and currencies come from the config file's stores."""
     if ctx.invoked_subcommand is not None:
         return
-    import logging
     import os
     from datetime import timedelta
 
@@ -411,6 +412,8 @@ def edge(
 
     from tillflow.edge.agent import LOCAL_KEY, AgentSettings, EdgeAgent, api_keys
     from tillflow.edge.app import create_edge_app
+    from tillflow.observe.logs import configure_logging
+    from tillflow.observe.tracing import configure_tracing
 
     if not store or not hub_url:
         console.print("[red]give --store S (one or more) and --hub URL[/red]")
@@ -419,6 +422,8 @@ def edge(
         console.print(f"[red]--offline-redemptions is deny or cap, not {offline_redemptions!r}[/red]")
         raise typer.Exit(2)
     cfg = _config(config, None)
+    configure_logging(cfg.observe, "edge")
+    configure_tracing(cfg.observe, "edge")
     try:
         keys = api_keys(store, os.environ)
         settings = AgentSettings(
@@ -450,10 +455,10 @@ def edge(
     except TillflowError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     console.print(f"tillflow edge on http://{host}:{port} for {', '.join(store)}, forwarding to {hub_url}")
-    uvicorn.run(create_edge_app(agent), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(  # uvicorn's own lines go through the same structured logs
+        create_edge_app(agent), host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
 
 
 @edge_app.command("close-day")

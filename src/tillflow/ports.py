@@ -164,12 +164,14 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class IncomingTransaction:
-    """A validated transaction on its way into the store, with its canonical bytes."""
+    """A validated transaction on its way into the store, with its canonical bytes and, when a
+    store agent forwarded it, when the agent acknowledged it (its `edge.accepted` hop)."""
 
     transaction: Transaction
     data: bytes
     digest: str
     traceparent: str | None
+    edge_accepted_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1096,4 +1098,213 @@ class StoreHealthBook(Protocol):
 
     def list_health(self) -> list[LatestHeartbeat]:
         """The latest heartbeat of every store heard from, by store id."""
+        ...
+
+
+# --- the operations console -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionMatch:
+    """An accepted transaction a search found: its store-day, arrival, event and trace."""
+
+    transaction_id: str
+    store_id: str
+    business_day: date
+    received_at: datetime
+    event_seq: int | None
+    traceparent: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedConflict:
+    """A record refused as a conflict: an accepted transaction's identity with other content."""
+
+    transaction_id: str
+    received_at: datetime
+
+
+class OperationsBook(Protocol):
+    """What the operations console looks up in the state store, and the re-sends operators ask
+    the stores for."""
+
+    def find_transactions(
+        self,
+        *,
+        id_prefix: str | None = None,
+        trace_id: str | None = None,
+        store_id: str | None = None,
+        business_day: date | None = None,
+        limit: int = 50,
+    ) -> list[TransactionMatch]:
+        """Transactions whose id starts with `id_prefix` or whose trace is `trace_id` (of one store
+        and day, when given), newest first."""
+        ...
+
+    def list_conflicts(self, store_id: str, *, limit: int = 10) -> tuple[int, list[RecordedConflict]]:
+        """How many records of a store were refused as conflicts, and the newest `limit` of them."""
+        ...
+
+    def request_resend(
+        self, store_id: str, transaction_ids: Sequence[str], *, actor: str, why: str, at: datetime
+    ) -> None:
+        """Ask a store's agent to send these transactions again (audited with who and why)."""
+        ...
+
+    def list_resend_requests(self, store_id: str, *, since: datetime) -> list[str]:
+        """The transactions operators asked the store for since `since` that the hub has still
+        not received, in the order they were asked for."""
+        ...
+
+
+# --- process metrics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    """One hub process's own counters as it last published them (`figures`: JSON values)."""
+
+    process_id: str  # host:pid:start
+    role: str
+    started_at: datetime
+    updated_at: datetime
+    figures: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EffectHop:
+    """A transaction's effect as its trace records it (inventory applied, points accrued, ERP
+    posted): when, and when the sale ended at the till (None when its event is no longer in
+    the log) and reached the hub, all in UTC epoch microseconds."""
+
+    hop_id: int
+    hop: str
+    at_us: int
+    till_us: int | None
+    received_us: int
+
+
+@dataclass(frozen=True)
+class EffectHopPage:
+    """The effects found among the trace hops after a hop id; `scanned_to` is the last hop id
+    looked at (the next page starts after it), `head` the last one ready to be looked at."""
+
+    hops: list[EffectHop]
+    scanned_to: int
+    head: int
+
+
+class ProcessMetrics(Protocol):
+    """Where each hub process publishes its own counters, and the state store's own figures."""
+
+    def publish_figures(self, figures: ProcessFigures) -> None:
+        """Keep `figures` as the latest of its process (they replace the ones before)."""
+        ...
+
+    def list_figures(self) -> list[ProcessFigures]:
+        """The latest figures of every process that ever published, by process id."""
+        ...
+
+    def count_transactions(self) -> tuple[int, int]:
+        """How many transactions were accepted, and how many conflicting records refused."""
+        ...
+
+    def read_effect_hops(self, *, after_id: int, limit: int) -> EffectHopPage:
+        """The effects among the next `limit` trace hops after `after_id` (ERP refusals left
+        out); only hops written long enough ago that no earlier one can still appear."""
+        ...
+
+
+# --- alerts -------------------------------------------------------------------------------------
+
+
+class AlertState(StrEnum):
+    FIRING = "firing"  # its rule holds
+    RESOLVED = "resolved"  # its rule stopped holding
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFiring:
+    """A rule that holds for one subject (a store, a consumer group, a path, a store-day), with
+    the figure and the limit it was judged by."""
+
+    rule: str
+    kind: str
+    severity: str
+    subject: str
+    value: float
+    threshold: float
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert a rule raised: open (firing) until its rule stops holding for its subject.
+
+    `notified` is the last state the webhook was told; `notify_until` is until when a process
+    holds the right to tell it (None: nobody does)."""
+
+    id: int
+    rule: str
+    kind: str
+    subject: str
+    severity: str
+    summary: str
+    value: float | None
+    threshold: float | None
+    fired_at: datetime
+    resolved_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    notified: AlertState | None = None
+    notify_until: datetime | None = None
+
+    @property
+    def state(self) -> AlertState:
+        return AlertState.FIRING if self.resolved_at is None else AlertState.RESOLVED
+
+
+class AlertBook(Protocol):
+    """Where the hub keeps the alerts its rules raise; every transition is decided here, so
+    several evaluating processes open and resolve each alert once."""
+
+    def open_alert(self, firing: AlertFiring, *, at: datetime, notify_until: datetime | None) -> Alert | None:
+        """Open an alert for the firing's (rule, subject) unless one is open; None when one was."""
+        ...
+
+    def resolve_alert(
+        self, rule: str, subject: str, *, at: datetime, notify_until: datetime | None
+    ) -> Alert | None:
+        """Resolve the open alert of (rule, subject); None when none was open. The right to tell
+        the webhook goes to `notify_until`, unless a process holds it past `at` (telling the
+        firing); the resolution is then told after it."""
+        ...
+
+    def list_alerts(self, *, state: AlertState | None = None, limit: int = 500) -> list[Alert]:
+        """Alerts in `state` (or all), firing first, then newest first."""
+        ...
+
+    def find_alert(self, alert_id: int) -> Alert | None:
+        """One alert by id."""
+        ...
+
+    def acknowledge_alert(self, alert_id: int, *, by: str, at: datetime) -> Alert | None:
+        """Record who acknowledged the alert and when (the first time only); None when unknown."""
+        ...
+
+    def claim_delivery(
+        self, alert_id: int, *, now: datetime, until: datetime, held: datetime | None = None
+    ) -> bool:
+        """Take the right to tell the webhook about the alert until `until`: renew it when this
+        process holds it until `held`, else take it when nobody holds it past `now`."""
+        ...
+
+    def record_delivery(self, alert_id: int, state: AlertState, *, held: datetime) -> bool:
+        """Note that the webhook was told `state` and give the right up, if it is still held
+        until `held`; False when another process took it over."""
+        ...
+
+    def list_undelivered(self, *, now: datetime, since: datetime) -> list[Alert]:
+        """Alerts changed since `since` whose state the webhook has not been told and whose
+        right to tell it nobody holds past `now`."""
         ...

@@ -13,6 +13,7 @@ from tillflow.bus.runner import ConsumerRunner
 from tillflow.config import TillflowConfig
 from tillflow.formats.records import ImportContext
 from tillflow.ports import (
+    AlertBook,
     ComplianceLog,
     ErpSystem,
     EventLog,
@@ -22,7 +23,9 @@ from tillflow.ports import (
     LoyaltyBook,
     LoyaltyPlatform,
     MasterData,
+    OperationsBook,
     PostingLog,
+    ProcessMetrics,
     ProductCatalog,
     StatsReader,
     StockBook,
@@ -52,6 +55,9 @@ class Services:
     masterdata: MasterData  # items, prices and promotions, versioned, and the stores' acks
     deviations: ComplianceLog  # what departs from the promotion calendar
     store_health: StoreHealthBook  # the latest heartbeat of each store's edge agent
+    operations: OperationsBook  # the operations console's look-ups and re-send requests
+    alerts: AlertBook  # the alerts the configured rules raised
+    process_metrics: ProcessMetrics  # each process's published counters, and effect hops
     close: Callable[[], None]
     # each downstream connector's resilience figures in this process
     downstream_figures: Callable[[], dict[str, dict[str, Any]]] = field(default=dict)

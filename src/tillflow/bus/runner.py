@@ -68,6 +68,7 @@ from tillflow.errors import (
     PoisonEventError,
 )
 from tillflow.model import LoggedEvent
+from tillflow.observe import logs, tracing
 from tillflow.ports import EventLog
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class RunnerStats:
     events: int = 0
     redeliveries: int = 0
     naks: int = 0
+    retries: int = 0  # naks of failed events (not of events made to wait behind one)
     dead_letters: int = 0
     failures: int = 0
     pauses: int = 0
@@ -133,6 +135,23 @@ class RunnerHooks:
     on_batch: Callable[[str, int, float], None] = field(default=lambda group, size, seconds: None)
     on_nak: Callable[[str, LoggedEvent, str], None] = field(default=lambda group, event, error: None)
     on_dead_letter: Callable[[str, LoggedEvent, str], None] = field(default=lambda group, event, reason: None)
+
+
+_PROCESS_STATS: list[tuple[str, RunnerStats]] = []  # every runner this process made: its group, stats
+
+
+def process_stats() -> dict[str, RunnerStats]:
+    """What the runners of this process did since it started, summed per consumer group."""
+    out: dict[str, RunnerStats] = {}
+    for group, stats in list(_PROCESS_STATS):
+        total = out.setdefault(group, RunnerStats())
+        total.batches += stats.batches
+        total.events += stats.events
+        total.naks += stats.naks
+        total.retries += stats.retries
+        total.dead_letters += stats.dead_letters
+        total.failures += stats.failures
+    return out
 
 
 def describe(exc: BaseException) -> str:
@@ -179,6 +198,7 @@ class ConsumerRunner:
         self.rng = random.Random(seed)
         self.wake = threading.Event()
         self.stats = RunnerStats()
+        _PROCESS_STATS.append((group, self.stats))
         # in-order flows: partition key -> its events this runner nak'ed and has not yet seen
         # settled (seq -> when due again); the key's later events wait for the lowest seq
         self.blocked: dict[str, dict[int, float]] = {}
@@ -204,7 +224,7 @@ class ConsumerRunner:
         rest = [e for i, e in enumerate(batch) if i not in held] if held else batch
         try:
             if rest:
-                self.handler(rest)
+                self._handle(rest)
         except INFRASTRUCTURE:
             if not suspect_events:
                 raise
@@ -224,6 +244,16 @@ class ConsumerRunner:
         self.stats.handle_seconds += seconds
         self.hooks.on_batch(self.group, len(batch), seconds)
         return len(batch)
+
+    def _handle(self, events: Sequence[LoggedEvent]) -> None:
+        """The handler on `events`, in a consumer span linked to each event's trace; every log
+        line meanwhile carries their transaction and trace ids."""
+        traceparents = [e.event.traceparent for e in events]
+        with (
+            tracing.serving(f"consume {self.group}", traceparents, **{"tillflow.group": self.group}),
+            logs.bound(**logs.correlation([e.event.id for e in events], traceparents)),
+        ):
+            self.handler(events)
 
     def _forget_stale_blocks(self, batch: Sequence[LoggedEvent]) -> None:
         if not self.blocked:
@@ -307,7 +337,7 @@ class ConsumerRunner:
                 self._wait(event, blocker)
                 continue
             try:
-                self.handler([event])
+                self._handle([event])
             except DownstreamPausedError:
                 raise  # the system is held back: the flow pauses, no event is to blame
             except INFRASTRUCTURE as exc:
@@ -332,6 +362,7 @@ class ConsumerRunner:
             return None
         delay = self.policy.backoff(event.attempt, self.rng)
         self._nak(event, delay, error)
+        self.stats.retries += 1
         return Blocker(event.seq, self.clock() + delay)  # not before the log has it due
 
     def _wait(self, event: LoggedEvent, blocker: Blocker) -> None:
@@ -369,7 +400,12 @@ class ConsumerRunner:
 
     def _dead_letter(self, event: LoggedEvent, reason: str) -> None:
         log.error(
-            "group %s: event %s (seq %d) dead-lettered: %s", self.group, event.event.id, event.seq, reason
+            "group %s: event %s (seq %d) dead-lettered: %s",
+            self.group,
+            event.event.id,
+            event.seq,
+            reason,
+            extra=logs.correlation([event.event.id], [event.event.traceparent]),
         )
         self.log.dead_letter(self.group, event, reason=reason)
         self._settled([event])

@@ -15,6 +15,9 @@ With a `Resilience`, every request goes through it (maintenance windows, circuit
 throttle): an answer that says "later" (408, 429, 5xx) is raised inside it, so it can wait out a
 429 and count a failure, and `X-RateLimit-Remaining` / `X-RateLimit-Reset` hold its throttle.
 Without one, nothing is retried here: the consumer runner decides that.
+
+Every request is a client span (`observe.tracing.client_call`) and carries its traceparent:
+in the trace of the transaction it serves, when the batch in hand serves one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import httpx
 
 from tillflow.connectors.resilience import Resilience
 from tillflow.errors import DownstreamRejectedError, DownstreamUnavailableError
+from tillflow.observe import tracing
 
 T = TypeVar("T")
 RETRY_LATER = frozenset({408, 429, 503})
@@ -119,14 +123,21 @@ class HttpConnector:
         params: Mapping[str, str] | None,
         headers: dict[str, str] | None,
     ) -> httpx.Response:
-        try:
-            return self._client.request(method, path, json=json, params=params, headers=headers)
-        except httpx.TimeoutException as exc:
-            reason = f"{method} {self.base_url}{path} timed out: no answer in time ({type(exc).__name__})"
-            raise DownstreamUnavailableError(self.system, reason) from exc
-        except httpx.RequestError as exc:
-            reason = f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}"
-            raise DownstreamUnavailableError(self.system, reason) from exc
+        with tracing.client_call(self.system, method, f"{self.base_url}{path}") as call:
+            try:
+                answer = self._client.request(
+                    method, path, json=json, params=params, headers=(headers or {}) | call.headers()
+                )
+            except httpx.TimeoutException as exc:
+                reason = f"{method} {self.base_url}{path} timed out: no answer in time ({type(exc).__name__})"
+                raise DownstreamUnavailableError(self.system, reason) from exc
+            except httpx.RequestError as exc:
+                reason = f"{method} {self.base_url}{path}: {type(exc).__name__}: {exc}"
+                raise DownstreamUnavailableError(self.system, reason) from exc
+            call.set("http.response.status_code", answer.status_code)
+            if answer.status_code >= 400:
+                call.fail(f"HTTP {answer.status_code}")
+            return answer
 
     def json_object(self, answer: httpx.Response) -> dict[str, Any]:
         """The JSON object of a 2xx answer; any other answer raised as the port's error."""

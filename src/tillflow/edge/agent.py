@@ -43,6 +43,7 @@ from tillflow.flows.z_report import z_reports
 from tillflow.formats.records import ImportContext
 from tillflow.formats.settings import PoslogSettings
 from tillflow.model import DayClose, Store, Transaction
+from tillflow.observe import tracing
 from tillflow.ports import IncomingTransaction, StoredTransaction, Verdict
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,7 @@ class EdgeAgent:
             self._drop_thread.join(timeout=60)
         for forwarder in self.forwarders.values():
             forwarder.close()
+        tracing.flush_tracing()  # the forwarders' last spans, before the process ends
         for client in (*self.hub_clients.values(), *self._sync_clients.values()):
             client.close()
         for close in reversed(self._closers):

@@ -12,12 +12,15 @@ at the hub, never a conflict. A transaction is delivered only when the hub answe
 
 Batches close at `batch` transactions, or once the oldest waiting has lingered `linger`
 seconds; a batch never mixes two traces the till started (records the till sent without a
-traceparent join any batch). While the hub is unreachable or answers 5xx the forwarder backs
-off exponentially with full jitter (at most `backoff_cap` seconds); a 429 or 503 with
-`Retry-After` is waited out as said; 401/403 (the key refused) is reported as the last error and
-retried later; 413 halves the batch size from then on (a lone record the hub finds too large
-is kept as `refused`). New transactions wake it at once. A day close is sent once
-every transaction of its store-day that was pending before it is delivered.
+traceparent join any batch). Each batch is an `edge.forward` span (a child of the till's trace)
+whose traceparent the request carries, and says in `Tillflow-Edge-Accepted` when the agent
+acknowledged each record (UTC epoch microseconds, in record order). While the hub is
+unreachable or answers 5xx the forwarder backs off exponentially with full jitter (at most
+`backoff_cap` seconds); a 429 or 503 with `Retry-After` is waited out as said; 401/403 (the key
+refused) is reported as the last error and retried later; 413 halves the batch size from then
+on (a lone record the hub finds too large is kept as `refused`). New transactions wake it at
+once. A day close is sent once every transaction of its store-day that was pending before it
+is delivered.
 
 A till's `loyalty_points` tender may name a grant the agent made while the hub was away (an
 ``OFF-...`` id, `edge.members.OfflineRedemptions`): the hub never held those points, and its
@@ -57,10 +60,13 @@ from tillflow.edge.members import GRANT_PREFIX, OfflineRedemptions
 from tillflow.edge.outbox import EntryState, OutboxEntry, OutboxStats, PendingDayClose, SQLiteOutbox
 from tillflow.errors import DownstreamRejectedError, StorageError
 from tillflow.model.health import MAX_ERROR_LENGTH, MAX_MISSING, StoreHeartbeat
+from tillflow.observe import tracing
+from tillflow.storage.sql import to_us
 
 log = logging.getLogger(__name__)
 
 JSON = {"content-type": "application/json"}
+EDGE_ACCEPTED = "tillflow-edge-accepted"  # per record sent, when this agent acknowledged it (epoch µs)
 MAX_RETRY_AFTER = 3600.0  # seconds; a longer Retry-After is taken as this
 CONFLICT_REASON = "the hub holds other content for this transaction's identity"
 OFFLINE_GRANT = f'"{GRANT_PREFIX}'.encode()  # a till's bytes that may name an offline grant
@@ -251,12 +257,24 @@ class Forwarder:
 
     def _send_batch(self, run: list[OutboxEntry], traceparent: str | None) -> float:
         body = orjson.dumps({"transactions": [orjson.Fragment(e.to_send) for e in run]})
-        headers = JSON | ({"traceparent": traceparent} if traceparent else {})
         ids = [e.transaction_id for e in run]
-        try:
-            answer = self.client.post("/v1/transactions", content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return self._failed(ids, f"the hub is unreachable: {type(exc).__name__}: {exc}")
+        # when each record was acknowledged here: the hub shows it as the edge.accepted hop
+        accepted = ",".join(str(to_us(e.received_at)) for e in run)
+        attributes: dict[str, str | int] = {"tillflow.store_id": self.store_id, "tillflow.records": len(run)}
+        with tracing.span(
+            "edge.forward", kind=tracing.SpanKind.CLIENT, parent=traceparent, attributes=attributes
+        ) as span:
+            # the hub's ingest span is a child of this one (or, without tracing, of the till's)
+            sent = span.traceparent or traceparent
+            headers = JSON | {EDGE_ACCEPTED: accepted} | ({"traceparent": sent} if sent else {})
+            try:
+                answer = self.client.post("/v1/transactions", content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                span.fail(type(exc).__name__)
+                return self._failed(ids, f"the hub is unreachable: {type(exc).__name__}: {exc}")
+            span.set("http.response.status_code", answer.status_code)
+            if answer.status_code != 200:
+                span.fail(f"HTTP {answer.status_code}")
         status = answer.status_code
         if status == 200:
             try:

@@ -27,6 +27,7 @@ from tillflow.hub.problems import install_problem_handlers
 from tillflow.hub.runtime import WorkerSupervisor
 from tillflow.model import Transaction
 from tillflow.observe.alerting import start_evaluator
+from tillflow.observe.metrics import start_publisher
 from tillflow.services import Services
 
 THREADS = 8
@@ -48,14 +49,16 @@ def create_app(
         if worker is not None:
             worker.start()
         evaluator = start_evaluator(services, stop)
+        publisher = start_publisher(services, stop)  # this API process's own counters, for the others
         yield
         stop.set()
         for consumer in app.state.consumers:
             consumer.wake.set()
         for thread in app.state.consumer_threads:
             thread.join(timeout=10)
-        if evaluator is not None:
-            evaluator.join(timeout=10)
+        for thread in (evaluator, publisher):
+            if thread is not None:
+                thread.join(timeout=10)
         if worker is not None:
             worker.stop()
         services.close()

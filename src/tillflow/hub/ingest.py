@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from pydantic import ValidationError
 from tillflow.formats.records import ImportContext, Imported, Quarantined, field_path
 from tillflow.model import Transaction, TransactionRef
 from tillflow.ports import IncomingTransaction, Principal, TransactionStore, Verdict
+
+log = logging.getLogger(__name__)
 
 
 def errors_of(exc: ValidationError) -> list[dict[str, str]]:
@@ -62,9 +65,12 @@ def forbidden_records(
 
 
 def validate_records(
-    records: Sequence[Any], traceparent: str | None
+    records: Sequence[Any],
+    traceparent: str | None,
+    edge_accepted: Sequence[datetime | None] | None = None,
 ) -> tuple[list[RecordResult], list[IncomingTransaction], list[int]]:
-    """Validate each record; returns all results (valid ones pending), the valid ones and their indexes."""
+    """Validate each record; returns all results (valid ones pending), the valid ones and their
+    indexes. `edge_accepted`: per record, when a store agent acknowledged it, if it says."""
     results: list[RecordResult] = []
     valid: list[IncomingTransaction] = []
     positions: list[int] = []
@@ -77,7 +83,8 @@ def validate_records(
             continue
         # the record as sent, keys sorted: its digest tells a retry (same bytes) from a conflict
         data = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        valid.append(IncomingTransaction(tx, data, hashlib.sha256(data).hexdigest(), traceparent))
+        at = edge_accepted[i] if edge_accepted is not None else None
+        valid.append(IncomingTransaction(tx, data, hashlib.sha256(data).hexdigest(), traceparent, at))
         positions.append(len(results))
         results.append(RecordResult(i, Verdict.ACCEPTED, tx.transaction_id))
     return results, valid, positions
@@ -89,14 +96,48 @@ def ingest_records(
     *,
     traceparent: str | None,
     received_at: datetime | None = None,
+    edge_accepted: Sequence[datetime | None] | None = None,
 ) -> list[RecordResult]:
-    """Validate, then record the valid ones in one commit; one result per record, in order."""
+    """Validate, then record the valid ones in one commit; one result per record, in order.
+    `edge_accepted`: per record, when a store agent acknowledged it (None: not forwarded)."""
     received_at = received_at or datetime.now(UTC)
-    results, valid, positions = validate_records(records, traceparent)
+    results, valid, positions = validate_records(records, traceparent, edge_accepted)
     verdicts = store.record_batch(valid, received_at=received_at) if valid else []
     for pos, verdict in zip(positions, verdicts, strict=True):
         results[pos].status = verdict
+    if Verdict.CONFLICT in verdicts or log.isEnabledFor(logging.DEBUG):
+        _log_verdicts(valid, verdicts)
     return results
+
+
+def _log_verdicts(valid: Sequence[IncomingTransaction], verdicts: Sequence[Verdict]) -> None:
+    """A warning per conflict; at DEBUG, a line per record taken (its customer and tenders are
+    masked on the way out)."""
+    for incoming, verdict in zip(valid, verdicts, strict=True):
+        tx = incoming.transaction
+        if verdict is Verdict.CONFLICT:
+            log.warning(
+                "transaction %s refused: the hub holds other content for its identity",
+                tx.transaction_id,
+                extra={"transaction_id": tx.transaction_id, "verdict": verdict.value},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "transaction %s %s",
+                tx.transaction_id,
+                verdict.value,
+                extra={
+                    "transaction_id": tx.transaction_id,
+                    "verdict": verdict.value,
+                    "grand_total": str(tx.totals.grand_total),
+                    "currency": tx.currency,
+                    "member_id": tx.customer.member_id if tx.customer else None,
+                    "tenders": [
+                        {"kind": t.kind.value, "amount": str(t.amount), "reference": t.reference}
+                        for t in tx.tenders
+                    ],
+                },
+            )
 
 
 def _id_hint(record: Any) -> str | None:

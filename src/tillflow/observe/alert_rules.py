@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Severity = Literal["warning", "critical"]
 
@@ -21,7 +21,8 @@ class _Rule(BaseModel):
 
 
 class StoreOfflineRule(_Rule):
-    """A store's edge agent silent for longer than `minutes`."""
+    """A store offline (silent for `hub.store_offline_seconds`) for `minutes` more; a store the
+    hub has never heard from is not offline."""
 
     kind: Literal["store_offline"]
     minutes: float = Field(gt=0)
@@ -35,6 +36,12 @@ class DeadLettersRule(_Rule):
     group: str | None = None
     above: int | None = Field(default=None, ge=0)
     older_than_minutes: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> DeadLettersRule:
+        if self.above is None and self.older_than_minutes is None:
+            raise ValueError("a dead_letters rule needs `above`, `older_than_minutes` or both")
+        return self
 
 
 class LagRule(_Rule):
@@ -55,9 +62,13 @@ class LatencyRule(_Rule):
 
 
 class ReconciliationRule(_Rule):
-    """A closed store-day whose Z report, hub-accepted and ERP-posted totals disagree."""
+    """A closed store-day of the last `days` business days (today included) whose Z report,
+    hub-accepted and ERP-posted figures disagree; compared every `every_minutes` (each
+    comparison reads the ERP's trial balance of every closed store-day)."""
 
     kind: Literal["reconciliation_mismatch"]
+    days: int = Field(default=2, ge=1, le=31)
+    every_minutes: float = Field(default=1.0, gt=0)
 
 
 AlertRule = Annotated[
@@ -81,6 +92,7 @@ class AlertSettings(BaseModel):
 
     evaluate_seconds: float = Field(default=5.0, gt=0)  # how often the rules are evaluated
     webhook_url: str | None = None  # alerts that fire or clear are POSTed here, signed (HMAC-SHA256)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     rules: list[AlertRule] = Field(default_factory=default_rules)
 
     @field_validator("rules")

@@ -13,6 +13,8 @@ class ObserveSettings(BaseModel):
     service_name: str = "tillflow"
     # OTLP/HTTP collector base URL (spans go to {otlp_endpoint}/v1/traces); no exporter when unset
     otlp_endpoint: str | None = None
+    # finished spans wait at most this long (seconds) before they are sent, in batches
+    otlp_export_seconds: float = Field(default=5.0, gt=0)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # worker processes publish their own counters (retries, throttle waits, breakers) this often

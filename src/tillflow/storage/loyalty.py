@@ -12,7 +12,13 @@ from sqlalchemy import Connection, Engine, func, select, update
 from tillflow.ports import JournalState, PointsEntry, PointsJournal, Redemption, RedemptionState
 from tillflow.storage.db import read_tx, write_tx
 from tillflow.storage.sql import from_us, insert_for, to_us
-from tillflow.storage.tables import loyalty_statements, points_journals, points_ledger, redemptions
+from tillflow.storage.tables import (
+    loyalty_statements,
+    points_journals,
+    points_ledger,
+    redemptions,
+    trace_hops,
+)
 
 _CHUNK = 500  # ids per IN (...) query
 
@@ -253,7 +259,8 @@ class SQLLoyaltyBook:
 
 
 def _insert_entries(conn: Connection, entries: Sequence[PointsEntry], at: datetime) -> int:
-    """Insert the entries whose key is not recorded yet; how many that was."""
+    """Insert the entries whose key is not recorded yet; how many that was. A transaction's own
+    accrual, recorded, is a hop of its trace (`loyalty.accrued`)."""
     fresh = {e.entry_key: e for e in entries}
     for chunk in _chunks(list(fresh)):
         for key in conn.execute(
@@ -278,6 +285,18 @@ def _insert_entries(conn: Connection, entries: Sequence[PointsEntry], at: dateti
     ]
     if rows:  # a key another writer recorded meanwhile is skipped by ON CONFLICT
         conn.execute(insert_for(conn, points_ledger).on_conflict_do_nothing(), rows)
+    hops = [
+        {
+            "transaction_id": e.transaction_id,
+            "hop": "loyalty.accrued",
+            "at_us": at_us,
+            "detail": f"{e.points} points accrued in program {e.program}",
+        }
+        for e in fresh.values()
+        if e.kind == "accrual" and e.entry_key == f"accrue:{e.transaction_id}"
+    ]
+    if hops:
+        conn.execute(trace_hops.insert(), hops)
     return len(rows)
 
 

@@ -562,5 +562,14 @@ alerts = Table(
     Column("acknowledged_us", BigInteger, nullable=True),
     Column("acknowledged_by", String(200), nullable=True),
     Column("notified", String(16), nullable=True),  # the last state sent to the webhook
+    Column("notify_until_us", BigInteger, nullable=True),  # until when a process may send it
 )
-Index("ix_alerts_open", alerts.c.rule, alerts.c.subject, alerts.c.resolved_us)
+# at most one open alert per (rule, subject): evaluating processes race to open it, one wins
+Index(
+    "ux_alerts_open",
+    alerts.c.rule,
+    alerts.c.subject,
+    unique=True,
+    sqlite_where=alerts.c.resolved_us.is_(None),
+    postgresql_where=alerts.c.resolved_us.is_(None),
+)

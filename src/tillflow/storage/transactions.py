@@ -17,6 +17,8 @@ from tillflow.storage.outbox import APPEND_LOCK, append_in
 from tillflow.storage.sql import from_us, insert_rows, to_us
 from tillflow.storage.tables import conflicts, events, trace_hops, transactions
 
+EDGE_ACCEPTED = "edge.accepted"  # the hop of a record a store agent forwarded
+
 
 class SQLTransactionStore:
     """The TransactionStore port: transactions, conflicts and their events in one database."""
@@ -72,6 +74,18 @@ class SQLTransactionStore:
                         for r, seq in zip(judgement.new, seqs, strict=True)
                     ],
                 )
+                edge_hops = [
+                    {
+                        "transaction_id": r.transaction.transaction_id,
+                        "hop": EDGE_ACCEPTED,
+                        "at_us": to_us(r.edge_accepted_at),
+                        "detail": "the store agent acknowledged it on the store's disk",
+                    }
+                    for r in judgement.new
+                    if r.edge_accepted_at is not None
+                ]
+                if edge_hops:
+                    insert_rows(conn, trace_hops.insert(), edge_hops)
             if judgement.conflicts:
                 insert_rows(
                     conn,
@@ -120,10 +134,11 @@ class SQLTransactionStore:
                 .select_from(conflicts)
                 .where(conflicts.c.transaction_id == transaction_id)
             ).scalar_one()
-        timeline = (
+        timeline = (  # the store agent's hop came before the gateway's, whatever the clocks say
+            *(TraceHop(h.hop, from_us(h.at_us), h.detail) for h in hops if h.hop == EDGE_ACCEPTED),
             TraceHop("received", from_us(row.received_us), "gateway accepted the record"),
             TraceHop("logged", from_us(row.logged_us), f"event log seq {row.event_seq}"),
-            *(TraceHop(h.hop, from_us(h.at_us), h.detail) for h in hops),
+            *(TraceHop(h.hop, from_us(h.at_us), h.detail) for h in hops if h.hop != EDGE_ACCEPTED),
         )
         return StoredTransaction(
             transaction_id=row.transaction_id,

@@ -13,7 +13,8 @@ one per store and answers with the skew between the clocks and what it misses of
 store's clock is behind the hub's (or the beat was long on the way). `resend` names the
 transactions the store's day closes count that the hub has not received, for the day closes
 still waiting for them or posted with them flagged as a gap, over the last `RESEND_DAYS`
-business days: most recent days first, at most `MAX_RESEND`. The agent sends again those it
+business days: most recent days first, then those an operator asked for again
+(`POST /v1/stores/{id}/resend`); at most `MAX_RESEND`. The agent sends again those it
 still holds (the hub answers accepted, or duplicate) and reports the others as `missing`.
 
 `GET /v1/stores/health` (admin) shows every configured store: online while its latest heartbeat
@@ -74,9 +75,15 @@ async def post_heartbeat(
         raise Problem(422, "Invalid heartbeat", detail, type_="invalid-request", errors=errors) from exc
     await run_in_threadpool(services.store_health.record_heartbeat, store_id, beat, received_at)
     latest = LatestHeartbeat(store_id=store_id, beat=beat, received_at=received_at)
-    resend = await run_in_threadpool(
-        missed_transactions, services.store_days, services.transactions, store_id, received_at.date()
-    )
+
+    def asked_for() -> list[str]:
+        """What its day closes miss, then what an operator asked it to send again."""
+        missed = missed_transactions(services.store_days, services.transactions, store_id, received_at.date())
+        since = received_at - timedelta(days=RESEND_DAYS)
+        requested = services.operations.list_resend_requests(store_id, since=since)
+        return list(dict.fromkeys([*missed, *requested]))[:MAX_RESEND]
+
+    resend = await run_in_threadpool(asked_for)
     return json_response(
         {
             "store_id": store_id,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -23,6 +23,8 @@ from tillflow.hub.ingest import RecordResult, forbidden_records, ingest_records,
 from tillflow.hub.problems import Problem
 from tillflow.hub.responses import json_response
 from tillflow.model import Transaction
+from tillflow.observe import logs, tracing
+from tillflow.observe.metrics import count_records, count_request
 from tillflow.observe.trace import child_traceparent, trace_id_of
 from tillflow.ports import Principal, StoredTransaction, TransactionStore
 
@@ -124,19 +126,31 @@ async def answer_batch(request: Request, intake: BatchIntake) -> Response:
     if forbidden:
         raise Problem(403, "Store not allowed", "; ".join(forbidden[:20]), type_="forbidden-store")
     parent = request.headers.get("traceparent")
-    traceparent = child_traceparent(parent)
-    results = await run_in_threadpool(
-        ingest_records,
-        records,
-        intake.store,
-        traceparent=traceparent if parent or intake.trace_untraced else None,
-        received_at=received_at,
-    )
+    edge_accepted = edge_accepted_times(request, len(records)) if positions is None else None
+    with tracing.span(
+        "transactions.ingest",
+        kind=tracing.SpanKind.SERVER,
+        parent=parent,
+        attributes={"tillflow.records": count},
+    ) as span:
+        # the records keep the ingest span's traceparent: a search by its trace id finds them
+        traceparent = span.traceparent or child_traceparent(parent)
+        kept = traceparent if parent or intake.trace_untraced else None
+        with logs.bound(**logs.correlation((), [kept])):
+            results = await run_in_threadpool(
+                ingest_records,
+                records,
+                intake.store,
+                traceparent=kept,
+                received_at=received_at,
+                edge_accepted=edge_accepted,
+            )
     if positions is not None:  # answer per transaction of the POSLog document, in its order
         for result in results:
             result.index = positions[result.index]
         results = sorted([*results, *known], key=lambda r: r.index)
     counts = Counter(r.status.value for r in results)
+    count_records(counts)
     return json_response(
         {
             "results": [r.as_json() for r in results],
@@ -161,9 +175,42 @@ async def post_transactions(request: Request, principal: Principal = Depends(req
         poslog_settings=services.config.imports.poslog,
         forbidden=lambda records: forbidden_records(records, principal, stores),
     )
-    answer = await answer_batch(request, intake)
+    try:
+        answer = await answer_batch(request, intake)
+    except Problem as exc:
+        count_request(exc.status)
+        raise
+    count_request(answer.status_code)
     request.app.state.wake_consumers()
     return answer
+
+
+EDGE_ACCEPTED = "tillflow-edge-accepted"
+MAX_US = 253_402_300_800_000_000  # 10000-01-01: a time past it is not a time
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def edge_accepted_times(request: Request, count: int) -> list[datetime | None] | None:
+    """When a store agent acknowledged each record of the batch on the store's disk, from its
+    `Tillflow-Edge-Accepted` header (UTC epoch microseconds, comma-separated, in record order;
+    empty for a record it does not know). None without the header, or when it does not hold one
+    time per record."""
+    said = request.headers.get(EDGE_ACCEPTED)
+    if not said:
+        return None
+    parts = said.split(",")
+    if len(parts) != count:
+        return None
+    times: list[datetime | None] = []
+    for part in parts:
+        text = part.strip()
+        if not text:
+            times.append(None)
+        elif text.isdigit() and 0 < int(text) < MAX_US:
+            times.append(_EPOCH + timedelta(microseconds=int(text)))
+        else:
+            return None
+    return times
 
 
 _STATUSES = ("accepted", "duplicate", "conflict", "invalid")

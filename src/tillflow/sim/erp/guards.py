@@ -50,6 +50,7 @@ class Faults(BaseModel):
     error_rate: float = Field(default=0, ge=0, le=1)
     latency_ms: int = Field(default=0, ge=0, le=60_000)
     outage_until: AwareDatetime | None = None
+    maintenance_until: AwareDatetime | None = None  # an unscheduled maintenance window, from now
     throttle: Throttle | None = None
 
 
@@ -73,6 +74,15 @@ class FaultInjector:
                 "Service unavailable",
                 f"the ERP is down until {faults.outage_until.isoformat()}",
                 type_="outage",
+                headers={"retry-after": str(wait)},
+            )
+        if faults.maintenance_until is not None and now < faults.maintenance_until:
+            wait = max(1, math.ceil((faults.maintenance_until - now).total_seconds()))
+            return problem(
+                503,
+                "Scheduled maintenance",
+                f"the ERP is in a maintenance window until {faults.maintenance_until.isoformat()}",
+                type_="maintenance",
                 headers={"retry-after": str(wait)},
             )
         if self._draw(faults.error_rate):

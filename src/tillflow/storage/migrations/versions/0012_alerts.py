@@ -33,10 +33,19 @@ def upgrade() -> None:
         sa.Column("acknowledged_us", sa.BigInteger, nullable=True),
         sa.Column("acknowledged_by", sa.String(200), nullable=True),
         sa.Column("notified", sa.String(16), nullable=True),
+        sa.Column("notify_until_us", sa.BigInteger, nullable=True),
     )
-    op.create_index("ix_alerts_open", "alerts", ["rule", "subject", "resolved_us"])
+    open_only = sa.text("resolved_us IS NULL")
+    op.create_index(
+        "ux_alerts_open",
+        "alerts",
+        ["rule", "subject"],
+        unique=True,
+        sqlite_where=open_only,
+        postgresql_where=open_only,
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_alerts_open", "alerts")
+    op.drop_index("ux_alerts_open", "alerts")
     op.drop_table("alerts")
