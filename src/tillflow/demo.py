@@ -49,6 +49,7 @@ from tillflow.flows.posting import LoyaltyAccounting, PostingAccounts
 from tillflow.flows.reconciliation import format_amount
 from tillflow.flows.store_day import StorePolicy
 from tillflow.hub.runtime import stop_process
+from tillflow.incidents import Incidents, demo_alerts
 from tillflow.model import Product, Store, Transaction, transaction_id
 from tillflow.model.masterdata import Price, Promotion
 from tillflow.processes import EdgeAgentProcess, HubProcess, ReferenceService, free_port
@@ -75,6 +76,7 @@ class DemoSettings:
     day_close_grace: float = 5.0  # seconds an aggregated store's day close waits for its gap
     edge_agents: int = 4  # the stores' edge agent processes the tills send to (0: straight to the hub)
     link_cut_seconds: float = 6.0  # how long the first agent's link to the hub is cut mid-run
+    erp_maintenance_seconds: float = 8.0  # the ERP's unscheduled maintenance mid-run
 
 
 def nats_server_binary() -> str | None:
@@ -142,6 +144,7 @@ def prepare(
             accounts=PostingAccounts(loyalty=POINTS),
             points_journal_seconds=1.0,
         ),
+        alerts=demo_alerts(),
     )
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "tillflow.yaml"
@@ -153,6 +156,15 @@ def prepare(
     finally:
         services.close()
     return config_path, config, keys, admin
+
+
+def poison_store(stores: Sequence[Store]) -> Store:
+    """The store whose till sends the poison record: one posting line by line, away from the
+    first agent (whose link is cut) and the last store (which misses the mid-run price change)
+    when there is such a store."""
+    aggregated = aggregated_stores(stores)
+    line = [s for s in stores if s.store_id not in aggregated]
+    return next((s for s in reversed(line) if s not in (stores[0], stores[-1])), line[0])
 
 
 def aggregated_stores(stores: Sequence[Store]) -> dict[str, StorePolicy]:
@@ -311,6 +323,7 @@ def _run_hub(
     try:
         hub.wait_ready()
         console.print(f"hub up at [bold]{url}[/bold] (data in {data_dir}, bus: {config.bus.kind})")
+        console.print(f"operations console: [bold]{url}/#key={admin}[/bold]")
         with edge_fleet(settings, config.stores, keys, config.hub.port, data_dir) as fleet:
             for agent in fleet.agents:
                 console.print(f"edge agent at {agent.url} for {', '.join(agent.stores)}")
@@ -318,6 +331,7 @@ def _run_hub(
         show(summary, console, settings.json_out)
         if settings.keep_running:
             console.print(f"\nhub running at [bold]{url}[/bold] — OpenAPI at {url}/docs")
+            console.print(f"operations console: [bold]{url}/#key={admin}[/bold]")
             console.print(f"admin key: {admin}\nPress Ctrl-C to stop.")
             try:
                 while hub.proc.poll() is None:
@@ -544,7 +558,12 @@ class MasterDataRun:
         }
 
 
-AGENT_OPTIONS = ("--heartbeat-seconds", "1", "--max-backoff", "1", "--linger-ms", "50")
+# the agents take their master data copy at start; during the run the stores' back offices
+# follow the deltas (`MasterDataRun`), so the store whose link is cut stays behind however long
+# the run takes
+AGENT_OPTIONS = (
+    "--heartbeat-seconds", "1", "--max-backoff", "1", "--linger-ms", "50", "--master-sync-seconds", "3600",
+)  # fmt: skip
 
 
 class EdgeFleet:
@@ -699,8 +718,15 @@ def drive(
         TimeElapsedColumn(),
         console=console,
     )
-    with progress, httpx.Client(base_url=url, timeout=60.0) as client:
+    with progress, httpx.Client(base_url=url, timeout=60.0) as client, ExitStack() as running:
         task = progress.add_task("sending", total=plan.records())
+        incidents = (
+            running.enter_context(
+                Incidents(client, downstream["erp"].url, admin_headers, settings.erp_maintenance_seconds)
+            )
+            if downstream
+            else None
+        )
 
         def send(item: tuple[str, list[dict[str, Any]]]) -> Counter[str]:
             store, records = item
@@ -738,6 +764,10 @@ def drive(
                 LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext(),
                 fleet.cut(settings.link_cut_seconds, client, admin_headers),
             ):
+                if incidents is not None:  # the ERP goes into maintenance; a poison record
+                    incidents.start_maintenance()
+                    victim = poison_store(config.stores)
+                    incidents.send_poison(victim, keys[victim.store_id], day, settings.seed)
                 send_seconds += send_all(plan.batches())
                 # once their originals are in: records reusing an identity with other content
                 send_seconds += send_all(plan.clash(txs, settings.conflicts))
@@ -755,25 +785,35 @@ def drive(
         tasks = {g: progress.add_task(names[g], total=counts["accepted"]) for g in groups}
         deadline = time.monotonic() + 300
         fleet.wait_drained(deadline)  # every sale the agents acknowledged is at the hub
-        while True:  # caught up: every flow handled every event, every accepted sale applied
-            flows = client.get("/v1/flows", headers=admin_headers).json()
-            states = {
-                g: flows["consumer_groups"].get(g, {"position": 0, "lag": flows["head"]}) for g in groups
-            }
-            for g, state in states.items():
-                progress.update(tasks[g], completed=min(state["position"], counts["accepted"]))
-            if (
-                all(st["lag"] == 0 and not st.get("pending") for st in states.values())
-                or time.monotonic() > deadline
-            ):
-                stats = client.get("/v1/stats", headers=admin_headers).json()
-                applied = stats["latency_ms"]["received_to_inventory"]["count"]
-                if applied >= counts["accepted"] or time.monotonic() > deadline:
-                    break
-            time.sleep(0.1)
+
+        def caught_up() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+            """Every flow handled every event, every accepted sale applied (or the deadline)."""
+            while True:
+                flows = client.get("/v1/flows", headers=admin_headers).json()
+                states = {
+                    g: flows["consumer_groups"].get(g, {"position": 0, "lag": flows["head"]}) for g in groups
+                }
+                for g, state in states.items():
+                    progress.update(tasks[g], completed=min(state["position"], counts["accepted"]))
+                if (
+                    all(st["lag"] == 0 and not st.get("pending") for st in states.values())
+                    or time.monotonic() > deadline
+                ):
+                    stats = client.get("/v1/stats", headers=admin_headers).json()
+                    applied = stats["latency_ms"]["received_to_inventory"]["count"]
+                    if applied >= counts["accepted"] or time.monotonic() > deadline:
+                        return states, stats
+                time.sleep(0.1)
+
+        states, stats = caught_up()
+        if incidents is not None:  # the poison record is dead-lettered; replayed once its cause is fixed
+            incidents.wait_dead_lettered(time.monotonic() + 60)
+            incidents.replay()
+            states, stats = caught_up()
         group = states["inventory"]
         total_seconds = time.monotonic() - started
         reconciliation: dict[str, Any] = {}
+        summary_incidents: dict[str, Any] = {}
         if downstream:
             aggregated = set(aggregated_stores(config.stores))
             reconciliation = close_and_reconcile(
@@ -781,6 +821,8 @@ def drive(
             )
             accepted += reconciliation["corrected"]
             reconciliation["loyalty"] = loyalty_liability(client, admin_headers)
+        if incidents is not None:
+            summary_incidents = incidents.outcome(incidents.wait_clear(time.monotonic() + 60))
     masterdata = master.outcome(txs, accepted)
     edge = fleet.outcome(httpx.get(f"{url}/v1/stores/health", headers=admin_headers, timeout=30).json())
     master_client.close()
@@ -796,7 +838,7 @@ def drive(
     expected_accepted = settings.transactions - broken
     aggregated = set(aggregated_stores(config.stores))
     activity = (
-        downstream_activity(txs, set(accepted), downstream, states, aggregated, reconciliation)
+        downstream_activity(txs, set(accepted), downstream, states, aggregated, reconciliation, 1)
         if downstream
         else {}
     )
@@ -831,8 +873,10 @@ def drive(
         "sample_trace": trace,
         "masterdata": masterdata,
         "edge": edge,
+        "incidents": summary_incidents,
         "consistent": masterdata["consistent"]
         and edge["consistent"]
+        and summary_incidents.get("consistent", not downstream)
         and counts["accepted"] == expected_accepted
         and counts["invalid"] == plan.expected_invalid
         and counts["conflict"] == len(clashes)
@@ -944,11 +988,13 @@ def downstream_activity(
     groups: dict[str, dict[str, Any]],
     aggregated: Collection[str] = (),
     reconciliation: dict[str, Any] | None = None,
+    replayed_journals: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """What the reference ERP and loyalty platform hold after the run (their own figures, over
     HTTP), beside what the accepted transactions should have given them: a journal for each
     transaction of a store posting line by line, the merged journals the hub recorded for the
-    stores posting per day."""
+    stores posting per day, and the journals of records replayed from dead letters (the poison
+    record, once its period was reopened)."""
     from tillflow.flows.loyalty import EARNING_KINDS, earning_lines
     from tillflow.flows.posting import PostingAccounts, journal_for
 
@@ -962,9 +1008,8 @@ def downstream_activity(
             journals += moved is not None and journal_for(moved, accounts) is not None
         accruals += tx.customer is not None and tx.kind in EARNING_KINDS and bool(earning_lines(tx))
     # and the day journals of the stores posting per day, the IFRS 15 journals of the points issued
-    journals += (reconciliation or {}).get("merged_journals", 0) + (reconciliation or {}).get(
-        "points_journals", 0
-    )
+    closing = reconciliation or {}
+    journals += replayed_journals + closing.get("merged_journals", 0) + closing.get("points_journals", 0)
     erp, loyalty = services["erp"].state(), services["loyalty"].state()
     posting, earning = groups["posting"], groups["loyalty"]
     return {
@@ -1035,6 +1080,7 @@ def show(summary: dict[str, Any], console: Console, as_json: bool) -> None:
         show_reconciliation(reconciliation, console)
     show_masterdata(summary["masterdata"], console)
     show_edge(summary["edge"], console)
+    show_incidents(summary["incidents"], console)
     hops = summary["sample_trace"].get("hops", [])
     console.print(
         f"trace of {summary['sample_trace'].get('transaction_id')}: "
@@ -1147,6 +1193,23 @@ def show_edge(edge: dict[str, Any], console: Console) -> None:
     console.print(
         f"link of {', '.join(cut['stores'])} cut mid-run: the hub showed {seen}; the tills kept selling;"
         f" stores now: {health}"
+    )
+
+
+def show_incidents(incidents: dict[str, Any], console: Console) -> None:
+    """The ERP's maintenance, the poison record and the alerts they raised, and how each cleared."""
+    if not incidents:
+        return
+    fate = (
+        "dead-lettered, replayed after finance reopened its period, and posted"
+        if incidents["posted_after_replay"]
+        else f"dead-lettered: {incidents['dead_lettered']}, replayed: {incidents['replayed']}, not posted"
+    )
+    firing = ", ".join(incidents["alerts_firing_at_end"]) or "none"
+    console.print(
+        f"incidents: the ERP was in maintenance for {incidents['maintenance_seconds']:g}s; poison record"
+        f" {incidents['poison']} {fate}; alerts fired: {', '.join(incidents['alerts_fired']) or 'none'};"
+        f" firing at the end: {firing}"
     )
 
 

@@ -63,6 +63,13 @@ class TestDemo:
         assert (edge["agents"], edge["left_in_outboxes"], edge["refused_at_the_agents"]) == (3, 0, 2)
         assert edge["delivered"] == summary["accepted"]
         assert edge["link_cut"]["hub_saw"] == {"S001": "offline"} and edge["health_now"] == {"online": 3}
+        # the ERP's maintenance came and went; the poison record was dead-lettered, replayed once
+        # its period was reopened, and posted; the alerts the incidents raised fired and cleared
+        incidents = summary["incidents"]
+        assert incidents["dead_lettered"] and incidents["replayed"] == 1
+        assert incidents["posted_after_replay"] is True
+        assert {"dead-letters", "store-offline"} <= set(incidents["alerts_fired"])
+        assert incidents["alerts_firing_at_end"] == []
 
     def test_the_demo_runs_on_jetstream_too(self, tmp_path: Path) -> None:
         done = run(
