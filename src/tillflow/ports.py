@@ -748,8 +748,15 @@ class StoreDays(Protocol):
     def find_day_close(self, store_id: str, business_day: date) -> DayCloseRecord | None: ...
 
     def list_day_closes(
-        self, *, business_day: date | None = None, state: CloseState | None = None
-    ) -> list[DayCloseRecord]: ...
+        self,
+        *,
+        business_day: date | None = None,
+        state: CloseState | None = None,
+        store_id: str | None = None,
+        since: date | None = None,
+    ) -> list[DayCloseRecord]:
+        """Day closes by business day and store (of one day, state, store; from `since` on)."""
+        ...
 
     def settle_day_close(
         self,
@@ -1174,13 +1181,14 @@ class ProcessFigures:
 @dataclass(frozen=True, slots=True)
 class EffectHop:
     """A transaction's effect as its trace records it (inventory applied, points accrued, ERP
-    posted): when, and when the sale ended at the till (None when its event is no longer in
-    the log) and reached the hub, all in UTC epoch microseconds."""
+    posted): when, when the till handed the sale over (its store agent had it on the store's
+    disk; None when it did not come through an agent) and when it reached the hub, all in UTC
+    epoch microseconds."""
 
     hop_id: int
     hop: str
     at_us: int
-    till_us: int | None
+    edge_us: int | None
     received_us: int
 
 

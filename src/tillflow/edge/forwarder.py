@@ -146,13 +146,16 @@ class Forwarder:
         return thread
 
     def run(self, stop: threading.Event) -> None:
-        """Forward until `stop` is set; whoever sets it also sets the outbox's `wake`."""
-        next_beat = next_purge = self.clock()
+        """Forward until `stop` is set; whoever sets it also sets the outbox's `wake`. The
+        heartbeat has a thread of its own: a batch slow to be answered never delays it, so a
+        busy store does not look offline."""
+        beats = threading.Thread(
+            target=self._beat, args=(stop,), name=f"heartbeat-{self.store_id}", daemon=True
+        )
+        beats.start()
+        next_purge = self.clock()
         while not stop.is_set():
             now = self.clock()
-            if now >= next_beat:
-                self.send_heartbeat()
-                next_beat = self.clock() + self.heartbeat_seconds
             if now >= next_purge:
                 self._purge()
                 next_purge = now + self.purge_every
@@ -162,11 +165,22 @@ class Forwarder:
             except Exception as exc:  # the outbox failed (a full disk); keep going after a pause
                 log.exception("store %s: forwarding failed", self.store_id)
                 wait = self._back_off(f"forwarding failed: {type(exc).__name__}: {exc}")
-            until_beat = max(0.0, next_beat - self.clock())
+            until_purge = max(0.0, next_purge - self.clock())
             if wait is None:
-                self.outbox.wake.wait(until_beat)
+                self.outbox.wake.wait(until_purge)
             elif wait > 0:
-                stop.wait(min(wait, until_beat))
+                stop.wait(min(wait, until_purge))
+        beats.join(timeout=10)
+
+    def _beat(self, stop: threading.Event) -> None:
+        """A heartbeat now and every `heartbeat_seconds` until `stop`."""
+        while True:
+            try:
+                self.send_heartbeat()
+            except Exception:  # a heartbeat that fails must not end the beats
+                log.exception("store %s: the heartbeat failed", self.store_id)
+            if stop.wait(self.heartbeat_seconds):
+                return
 
     def close(self) -> None:
         self.client.close()

@@ -60,13 +60,22 @@ class SQLStoreDays:
         return None if row is None else _record(row)
 
     def list_day_closes(
-        self, *, business_day: date | None = None, state: CloseState | None = None
+        self,
+        *,
+        business_day: date | None = None,
+        state: CloseState | None = None,
+        store_id: str | None = None,
+        since: date | None = None,
     ) -> list[DayCloseRecord]:
         query = select(day_closes).order_by(day_closes.c.business_day, day_closes.c.store_id)
         if business_day is not None:
             query = query.where(day_closes.c.business_day == business_day.isoformat())
         if state is not None:
             query = query.where(day_closes.c.state == state.value)
+        if store_id is not None:
+            query = query.where(day_closes.c.store_id == store_id)
+        if since is not None:
+            query = query.where(day_closes.c.business_day >= since.isoformat())
         with read_tx(self.engine) as conn:
             return [_record(row) for row in conn.execute(query)]
 

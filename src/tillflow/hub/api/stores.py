@@ -101,13 +101,15 @@ def missed_transactions(
     closes waiting, or posted (or failed) with a gap, from the day after `today` (a store's day
     may be ahead of the hub's) back `RESEND_DAYS` days, most recent first; at most `limit`."""
     found: list[str] = []
-    for back in range(-1, RESEND_DAYS):
-        day = today - timedelta(days=back)
-        record = days.find_day_close(store_id, day)
-        if record is None or (record.state is not CloseState.WAITING and not record.gap):
+    latest = today + timedelta(days=1)
+    closes = days.list_day_closes(store_id=store_id, since=today - timedelta(days=RESEND_DAYS - 1))
+    for record in sorted(closes, key=lambda r: r.close.business_day, reverse=True):
+        if record.close.business_day > latest:
+            continue
+        if record.state is not CloseState.WAITING and not record.gap:
             continue
         # counted afresh: a flagged gap may have been filled by late sales since
-        have = transactions.list_sequences(store_id, day)
+        have = transactions.list_sequences(store_id, record.close.business_day)
         found += missing_transactions(record.close, have, limit=limit - len(found))
         if len(found) >= limit:
             break
