@@ -157,13 +157,14 @@ def add_hop(engine: Engine, tx_id: str, hop: str, at: datetime, detail: str | No
 
 
 class TestEffectLatency:
-    def test_latency_runs_from_the_till_or_else_from_the_hub_receipt(self, engine: Engine) -> None:
+    def test_latency_runs_from_the_store_agent_or_else_from_the_hub_receipt(self, engine: Engine) -> None:
         base = datetime.now(UTC) - timedelta(minutes=2)
-        add_transaction(engine, "T-001", ended=base, received=base + timedelta(seconds=3))
+        earlier = base - timedelta(hours=5)  # the sale's own time: rung up offline, not what counts
+        add_transaction(engine, "T-001", ended=earlier, received=base + timedelta(seconds=3))
         add_transaction(engine, "T-002", ended=None, received=base)
-        add_transaction(
-            engine, "T-003", ended=base + timedelta(seconds=30), received=base
-        )  # till clock ahead
+        add_transaction(engine, "T-003", ended=base, received=base)
+        add_hop(engine, "T-001", "edge.accepted", base)  # the agent had it 3 s before the hub
+        add_hop(engine, "T-003", "edge.accepted", base + timedelta(seconds=30))  # agent's clock ahead
         add_hop(engine, "T-001", "received", base + timedelta(seconds=3))  # not an effect
         add_hop(engine, "T-001", "inventory.applied", base + timedelta(seconds=4))
         add_hop(engine, "T-001", "erp.cloud", base + timedelta(seconds=10), "sale T-001 posted as D1")
@@ -183,7 +184,7 @@ class TestEffectLatency:
         histograms = scan.snapshot()
         assert (histograms["inventory_applied"].count, histograms["inventory_applied"].sum) == (1, 4.0)
         assert (histograms["erp_posted"].count, histograms["erp_posted"].sum) == (1, 10.0)  # refusal left out
-        # T-002 from its receipt (its event is gone), T-003 from its till time, clamped at zero
+        # T-002 from its receipt (no agent), T-003 from its agent's acknowledgement, clamped at zero
         assert (histograms["loyalty_accrued"].count, histograms["loyalty_accrued"].sum) == (2, 6.0)
         assert scan.quantiles("loyalty_accrued", 300) == {"count": 2, "p50": 0.0, "p99": 6.0}
         assert scan.quantiles("loyalty_accrued", 60)["count"] == 0  # both older than a minute

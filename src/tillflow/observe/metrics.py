@@ -8,8 +8,11 @@ sums what every process published, so any API process answers for all of them. A
 heard from for `STALE_INTERVALS` intervals is marked down, and its last counters still count.
 
 Latency is read from the trace hops that record a transaction's effects (`inventory.applied`,
-`loyalty.accrued`, `erp.<target>`), measured from the end of the sale at the till (its event's
-time; from its receipt by the hub when the event is no longer in the log), never negative.
+`loyalty.accrued`, `erp.<target>`), measured from the moment the till handed the sale over:
+its store agent's durable acknowledgement (the `edge.accepted` hop), or the hub's receipt for a
+till that sends to the hub itself; never negative. Not from the sale's own timestamp: a till's
+clock may be off, and a sale captured offline or imported from a file ends long before it
+reaches tillflow.
 Each process scans the hops once, page by page after the last one it saw, into cumulative
 histograms, and keeps the last hour's observations for `latency_quantiles`.
 """
@@ -177,8 +180,9 @@ def latency_path(hop: str) -> str | None:
 
 
 def effect_seconds(hop: EffectHop) -> float:
-    """From the end of the sale at the till (else its receipt by the hub) to the effect, >= 0."""
-    start = hop.till_us if hop.till_us is not None else hop.received_us
+    """From the moment the till handed the sale over (its store agent's durable acknowledgement;
+    else the hub's receipt) to the effect, >= 0."""
+    start = hop.edge_us if hop.edge_us is not None else hop.received_us
     return max(0, hop.at_us - start) / 1_000_000
 
 

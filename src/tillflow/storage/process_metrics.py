@@ -12,12 +12,13 @@ from sqlalchemy import Engine, Table, and_, func, or_, select
 from tillflow.ports import EffectHop, EffectHopPage, ProcessFigures
 from tillflow.storage.db import read_tx, write_tx
 from tillflow.storage.sql import from_us, insert_for, to_us
-from tillflow.storage.tables import conflicts, events, process_metrics, trace_hops, transactions
+from tillflow.storage.tables import conflicts, process_metrics, trace_hops, transactions
 
 # hops are read only once they are this old: on PostgreSQL a hop id is taken before its commit,
 # so a hop still being written may hold a lower id than one already visible
 SETTLE_US = 2_000_000
 EFFECT_HOPS = ("inventory.applied", "loyalty.accrued")
+EDGE_HOP = "edge.accepted"  # when the store's agent had the sale on the store's disk
 ERP_HOPS = "erp.%"  # erp.<target>: what the ERP target answered for a posting
 ERP_REFUSED = "% rejected: %"  # the detail of a posting the target refused (storage/postings.py)
 
@@ -76,16 +77,21 @@ class SQLProcessMetrics:
             upto = min(head, after_id + limit)
             if upto <= after_id:
                 return EffectHopPage(hops=[], scanned_to=after_id, head=head)
+            edge = trace_hops.alias("edge")
+            handed_over = (
+                select(func.min(edge.c.at_us))
+                .where(edge.c.transaction_id == trace_hops.c.transaction_id, edge.c.hop == EDGE_HOP)
+                .scalar_subquery()
+            )
             query = (
                 select(
                     trace_hops.c.id,
                     trace_hops.c.hop,
                     trace_hops.c.at_us,
                     transactions.c.received_us,
-                    events.c.time,
+                    handed_over.label("edge_us"),
                 )
                 .join(transactions, transactions.c.transaction_id == trace_hops.c.transaction_id)
-                .outerjoin(events, events.c.seq == transactions.c.event_seq)
                 .where(
                     trace_hops.c.id > after_id,
                     trace_hops.c.id <= upto,
@@ -105,7 +111,7 @@ class SQLProcessMetrics:
                 hop_id=int(row.id),
                 hop=row.hop,
                 at_us=int(row.at_us),
-                till_us=None if row.time is None else to_us(datetime.fromisoformat(row.time)),
+                edge_us=None if row.edge_us is None else int(row.edge_us),
                 received_us=int(row.received_us),
             )
             for row in rows

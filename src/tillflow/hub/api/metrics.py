@@ -60,8 +60,8 @@ router = APIRouter(tags=["operations"])
 FAMILY_SOURCES: list[Callable[[Services], Iterable[Metric]]] = []
 SUMMARY_WINDOW_SECONDS = 300.0
 LATENCY_HELP = (
-    "Seconds from the end of the sale at the till (the transaction's ended_at; from its receipt by "
-    "the hub when its event is no longer in the log) to the effect recorded, never negative; "
+    "Seconds from the till handing the sale over (its store agent's durable acknowledgement; the "
+    "hub's receipt for a till that sends to the hub) to the effect recorded, never negative; "
     "path erp_posted counts one posting per ERP target"
 )
 
