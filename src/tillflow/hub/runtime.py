@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Collection, Sequence
 
 from tillflow.observe.metrics import start_publisher
@@ -44,19 +45,25 @@ def run_worker(services: Services, flows: Collection[str] | None = None) -> None
     """Run the flow consumers (of `flows`, or all) until SIGTERM/SIGINT; the batch in hand is
     finished and acked."""
     stop = threading.Event()
+    # A handler only notes the signal: it runs between two bytecodes of the main thread, and
+    # setting the event there could re-enter the event's lock when a second signal arrives while
+    # the first one's `set` holds it (a worker told twice to stop would then hang forever).
+    signalled: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: signalled.append(signum))
     runners = services.consumers(flows)
     threads = [r.start(stop) for r in runners]
     publisher = start_publisher(services, stop)
     supervisor = os.environ.get(SUPERVISOR_PID)
-    while not stop.wait(0.5):
+    while not signalled:
+        time.sleep(0.2)
         if not all(t.is_alive() for t in threads):
             log.error("a consumer thread stopped; exiting so the supervisor restarts the worker")
-            stop.set()
-        elif supervisor is not None and str(os.getppid()) != supervisor:
+            break
+        if supervisor is not None and str(os.getppid()) != supervisor:
             log.error("the hub process that started this worker is gone; exiting")
-            stop.set()
+            break
+    stop.set()
     for runner in runners:
         runner.wake.set()
     for thread in threads:
