@@ -839,7 +839,10 @@ async function refreshReconciliation() {
     empty.textContent = "Reconciliation is not available on this hub.";
     return;
   }
-  const days = answer.store_days || [];
+  // a store-day whose store has not closed it yet is open, not mismatched: no Z report to compare
+  const days = (answer.store_days || []).map((d) =>
+    !d.z_report && (!d.posting || d.posting.day_close === "none") ? { ...d, status: "open" } : d,
+  );
   const statuses = new Map();
   for (const d of days) statuses.set(d.status, (statuses.get(d.status) || 0) + 1);
   const chip = ([status, n]) => el("span", { class: "chip", "data-status": status }, el("i"), `${status} `, el("b", { text: count(n) }));
