@@ -150,6 +150,24 @@ class TestThePage:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
+class TestFlows:
+    def test_shows_each_flow_s_progress_and_the_erp_s_breaker(
+        self, console: Console, console_hub: ConsoleHub
+    ) -> None:
+        loaded(console)
+        with console_hub.hub.client(console_hub.hub.admin) as admin:
+            groups = admin.get("/v1/flows").json()["consumer_groups"]
+        rows = console.testid("flow-row")
+        expect(rows).to_have_count(len(groups))
+        inventory = console.page.locator('[data-testid="flow-row"][data-flow="inventory"]')
+        expect(inventory.locator(".flow-state")).to_have_text("running")
+        sent = len(console_hub.sent)
+        expect(inventory.locator("td").nth(4)).to_have_text(f"{sent:,}")  # every sale handled
+        erp = console.page.locator('[data-testid="downstream-row"][data-system="erp"]')
+        expect(erp.locator(".pill")).to_have_text("closed")
+        assert console.errors == []
+
+
 class TestStoreGrid:
     def test_shows_every_store_of_the_run_coloured_by_health(self, console: Console) -> None:
         loaded(console)

@@ -59,6 +59,10 @@ from tillflow.services import Services
 router = APIRouter(tags=["operations"])
 FAMILY_SOURCES: list[Callable[[Services], Iterable[Metric]]] = []
 SUMMARY_WINDOW_SECONDS = 300.0
+# each downstream system's counters the summary carries beside its breaker
+SUMMARY_DOWNSTREAM = (
+    "calls", "failures", "throttle_waits", "throttled", "paused_by_maintenance", "paused_by_breaker",
+)  # fmt: skip
 LATENCY_HELP = (
     "Seconds from the till handing the sale over (its store agent's durable acknowledgement; the "
     "hub's receipt for a till that sends to the hub) to the effect recorded, never negative; "
@@ -339,6 +343,12 @@ def summary(services: Services) -> dict[str, Any]:
                 "oldest_dead_letter_age_seconds": None
                 if state.oldest_dead_letter_at is None
                 else max(0.0, (view.at - state.oldest_dead_letter_at).total_seconds()),
+                "pending": state.pending,
+                "failures": state.failures,  # the streak of the batch that keeps failing, 0 when moving
+                "last_error": state.last_error if state.failures else None,
+                "last_error_at": state.last_error_at.isoformat()
+                if state.failures and state.last_error_at
+                else None,
             }
             for group, state in view.groups.items()
         },
@@ -352,7 +362,7 @@ def summary(services: Services) -> dict[str, Any]:
         "downstream": {
             system: {
                 "breaker": merged.breakers.get(system, "closed"),
-                "throttle_waits": merged.downstream.get(system, Counter()).get("throttle_waits", 0),
+                **{key: merged.downstream.get(system, Counter()).get(key, 0) for key in SUMMARY_DOWNSTREAM},
             }
             for system in sorted({*merged.downstream, *merged.breakers})
         },

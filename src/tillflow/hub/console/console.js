@@ -288,6 +288,48 @@ async function refreshSummary() {
     stores.offline ? "bad" : "good",
   );
   drawCharts();
+  drawFlows(summary);
+}
+
+// Each flow: how far it is, and what holds it back (the error of the batch that keeps failing:
+// an ERP in maintenance, a platform away); each downstream system: its breaker and counters.
+function drawFlows(summary) {
+  const flows = Object.entries(summary.flows || {}).sort(([a], [b]) => a.localeCompare(b));
+  fill(
+    $("flows-table").querySelector("tbody"),
+    ...flows.map(([name, f]) => {
+      const waiting = (f.failures || 0) > 0;
+      const stateText = waiting ? `waiting (${count(f.failures)} tries): ${f.last_error || "failing"}` : "running";
+      return el(
+        "tr",
+        { "data-testid": "flow-row", "data-flow": name },
+        el("td", {}, el("code", { text: name })),
+        el("td", { class: "num", text: count(f.position) }),
+        el("td", { class: "num", text: count(f.lag) }),
+        el("td", { class: "num", text: count(f.pending) }),
+        el("td", { class: "num", text: count(f.handled_total) }),
+        el("td", { class: "num", text: count(f.retries_total) }),
+        el("td", { class: "num", text: count(f.dead_letters) }),
+        el("td", { class: "reason flow-state", "data-state": waiting ? "waiting" : "running", title: stateText, text: stateText }),
+      );
+    }),
+  );
+  const systems = Object.entries(summary.downstream || {}).sort(([a], [b]) => a.localeCompare(b));
+  fill(
+    $("downstream-table").querySelector("tbody"),
+    ...systems.map(([name, d]) =>
+      el(
+        "tr",
+        { "data-testid": "downstream-row", "data-system": name },
+        el("td", {}, el("code", { text: name })),
+        el("td", {}, el("span", { class: "pill", "data-status": d.breaker === "closed" ? "matched" : "mismatched", text: d.breaker })),
+        el("td", { class: "num", text: count(d.calls) }),
+        el("td", { class: "num", text: count(d.failures) }),
+        el("td", { class: "num", text: count(d.throttled) }),
+        el("td", { class: "num", text: `${count(d.paused_by_maintenance)} / ${count(d.paused_by_breaker)}` }),
+      ),
+    ),
+  );
 }
 
 function drawCharts() {
