@@ -541,6 +541,16 @@ class TestFaultInjection:
         assert answer.status_code == 503
         assert 1 <= int(answer.headers["retry-after"]) <= 90
 
+    def test_an_unscheduled_maintenance_answers_as_a_scheduled_window(self, fresh: ErpProcess) -> None:
+        until = (datetime.now(UTC) + timedelta(seconds=90)).isoformat()
+        fresh.http.put("/admin/faults", json={"maintenance_until": until})
+
+        answer = fresh.post("/api/journals", journal("J-MAINT"), "k-maint")
+
+        assert answer.status_code == 503
+        assert answer.json()["type"].endswith("/maintenance")
+        assert 1 <= int(answer.headers["retry-after"]) <= 90
+
     def test_throttling_answers_429_with_the_configured_retry_after(self, fresh: ErpProcess) -> None:
         fresh.http.put("/admin/faults", json={"throttle": {"rate": 1, "retry_after": 7}})
 
@@ -556,7 +566,13 @@ class TestFaultInjection:
         posted = fresh.post("/api/journals", journal("J-CLEARED"), "k-cleared")
 
         assert failed.status_code == 500
-        assert cleared.json() == {"error_rate": 0.0, "latency_ms": 0, "outage_until": None, "throttle": None}
+        assert cleared.json() == {
+            "error_rate": 0.0,
+            "latency_ms": 0,
+            "outage_until": None,
+            "maintenance_until": None,
+            "throttle": None,
+        }
         assert posted.status_code == 201
 
     def test_a_bad_fault_setting_is_refused(self, fresh: ErpProcess) -> None:

@@ -38,6 +38,7 @@ from tillflow.sim.erp.guards import (
     FaultInjector,
     Faults,
     TokenBucket,
+    maintenance_problem,
     maintenance_retry_after,
     problem,
     utc_now,
@@ -173,14 +174,7 @@ def create_app(db_path: Path, settings: ErpSimSettings | None = None) -> FastAPI
             return refused
         down = maintenance_retry_after(settings.maintenance, now)
         if down is not None:
-            wait, until = down
-            return problem(
-                503,
-                "Scheduled maintenance",
-                f"the ERP is in a maintenance window until {until.isoformat()}",
-                type_="maintenance",
-                headers={"retry-after": str(wait)},
-            )
+            return maintenance_problem(down[1], now)
         if bucket is None:
             return await call_next(request)
         wait_s, limits = bucket.take()

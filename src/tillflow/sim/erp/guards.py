@@ -21,7 +21,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tillflow.sim.erp.settings import MaintenanceWindow, RateLimit
 
-__all__ = ["FaultInjector", "Faults", "Throttle", "TokenBucket", "maintenance_retry_after", "problem"]
+__all__ = [
+    "FaultInjector",
+    "Faults",
+    "Throttle",
+    "TokenBucket",
+    "maintenance_problem",
+    "maintenance_retry_after",
+    "problem",
+]
 
 PROBLEM_JSON = "application/problem+json"
 _BASE = "https://tillflow.dev/problems/erp/"
@@ -77,14 +85,7 @@ class FaultInjector:
                 headers={"retry-after": str(wait)},
             )
         if faults.maintenance_until is not None and now < faults.maintenance_until:
-            wait = max(1, math.ceil((faults.maintenance_until - now).total_seconds()))
-            return problem(
-                503,
-                "Scheduled maintenance",
-                f"the ERP is in a maintenance window until {faults.maintenance_until.isoformat()}",
-                type_="maintenance",
-                headers={"retry-after": str(wait)},
-            )
+            return maintenance_problem(faults.maintenance_until, now)
         if self._draw(faults.error_rate):
             return problem(500, "Internal error", "injected server error", type_="internal")
         if faults.throttle is not None and self._draw(faults.throttle.rate):
@@ -129,6 +130,18 @@ class TokenBucket:
             "x-ratelimit-reset": f"{next_token:.3f}",
         }
         return (None if admitted else max(1, math.ceil(next_token))), headers
+
+
+def maintenance_problem(until: datetime, now: datetime) -> Response:
+    """The answer while the ERP is in a maintenance window that ends at `until`."""
+    wait = max(1, math.ceil((until - now).total_seconds()))
+    return problem(
+        503,
+        "Scheduled maintenance",
+        f"the ERP is in a maintenance window until {until.isoformat()}",
+        type_="maintenance",
+        headers={"retry-after": str(wait)},
+    )
 
 
 def maintenance_retry_after(windows: list[MaintenanceWindow], now: datetime) -> tuple[int, datetime] | None:
