@@ -94,8 +94,8 @@ def beat(hub: RunningHub) -> None:
         assert answer.status_code == 200, answer.text
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not the session: Playwright's sync API runs an event loop in
+def browser() -> Iterator[Any]:  # this thread while it is open, and later tests run their own
     """Chromium from the system, headless."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         unavailable(f"Chromium is not installed ({CHROMIUM})")
