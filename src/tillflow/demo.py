@@ -75,7 +75,7 @@ class DemoSettings:
     downstream: bool = True  # start the reference ERP and loyalty platform, and post to them
     day_close_grace: float = 5.0  # seconds an aggregated store's day close waits for its gap
     edge_agents: int = 4  # the stores' edge agent processes the tills send to (0: straight to the hub)
-    link_cut_seconds: float = 6.0  # how long the first agent's link to the hub is cut mid-run
+    link_cut_seconds: float = 14.0  # how long the first agent's link to the hub is cut mid-run
     erp_maintenance_seconds: float = 8.0  # the ERP's unscheduled maintenance mid-run
 
 
@@ -131,7 +131,9 @@ def prepare(
             port=port,
             sqlite_synchronous="NORMAL",
             promotion_compliance=True,
-            store_offline_seconds=3,  # an agent beats every second: three missed and it is offline
+            # an agent beats every second, but on a laptop running the whole chain a beat can wait a
+            # few seconds for the hub's busy SQLite file: six seconds of silence and it is offline
+            store_offline_seconds=6,
         ),
         bus=bus or BusSettings(),
         stores=stores,

@@ -6,8 +6,8 @@
   its last day: the hub accepts it, and the ERP refuses its journal, so the posting flow
   dead-letters it. At the end finance reopens the period and an operator replays the dead
   letter through the hub's API, as the console's Replay button does: the journal is posted.
-- **Alerts.** The demo's alert rules are tuned to a minute-long run: a store offline for more
-  than a second or so, any dead letter. The run notes every alert that fires, waits until the
+- **Alerts.** The demo's alert rules are tuned to a minute-long run: a store offline for three
+  seconds, any dead letter. The run notes every alert that fires, waits until the
   poison record's has, and, at the end, until every one has cleared.
 """
 
@@ -33,7 +33,7 @@ def demo_alerts() -> AlertSettings:
     return AlertSettings(
         evaluate_seconds=1.0,
         rules=[
-            StoreOfflineRule(name="store-offline", kind="store_offline", minutes=0.02, severity="critical"),
+            StoreOfflineRule(name="store-offline", kind="store_offline", minutes=0.05, severity="critical"),
             DeadLettersRule(name="dead-letters", kind="dead_letters", above=0),
             LagRule(name="flow-lag", kind="lag", above=50_000),
         ],
