@@ -754,6 +754,9 @@ def drive(
             # the first half of the day goes out; while the hub's flows work through it, a price
             # change and a flash sale are published and reach the stores (but one), and the
             # tills ring up the second half with them (not timed: the tills, not the hub)
+            if incidents is not None:  # first of all, a poison record: it stays in dead letters until the end
+                victim = poison_store(config.stores)
+                incidents.send_poison(victim, keys[victim.store_id], day, settings.seed)
             send_seconds = send_all(plan.batches())
             ringing = time.monotonic()
             master.publish(gen)
@@ -766,10 +769,8 @@ def drive(
                 LoyaltyFaults(downstream["loyalty"].url) if downstream else nullcontext(),
                 fleet.cut(settings.link_cut_seconds, client, admin_headers),
             ):
-                if incidents is not None:  # the ERP goes into maintenance; a poison record
+                if incidents is not None:  # the ERP goes into maintenance
                     incidents.start_maintenance()
-                    victim = poison_store(config.stores)
-                    incidents.send_poison(victim, keys[victim.store_id], day, settings.seed)
                 send_seconds += send_all(plan.batches())
                 # once their originals are in: records reusing an identity with other content
                 send_seconds += send_all(plan.clash(txs, settings.conflicts))
