@@ -79,18 +79,19 @@ class TestPublishedFigures:
 
     def test_two_workers_are_summed_and_a_silent_one_still_counts(self, services: Services) -> None:
         every = services.config.observe.metrics_publish_seconds
-        silent_since = NOW - timedelta(seconds=every * 3 + 1)
+        now = datetime.now(UTC)  # the scrape judges who is alive by the clock: not a stale instant
+        silent_since = now - timedelta(seconds=every * 3 + 1)
         # this process's own counters count too: other tests in it may have run flows already
-        own = merge_figures(services, NOW).flows.get("inventory", {})
+        own = merge_figures(services, now).flows.get("inventory", {})
         before = scrape(services)
         services.process_metrics.publish_figures(
-            worker("live", NOW, handled=30, retries=2, breaker="half_open")
+            worker("live", now, handled=30, retries=2, breaker="half_open")
         )
         services.process_metrics.publish_figures(
             worker("gone", silent_since, handled=12, retries=1, breaker="open")
         )
 
-        merged = merge_figures(services, NOW)
+        merged = merge_figures(services, now)
         samples = scrape(services)
 
         def added(name: str, labels: tuple[tuple[str, str], ...]) -> float:
