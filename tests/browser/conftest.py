@@ -97,15 +97,17 @@ def beat(hub: RunningHub) -> None:
 @pytest.fixture(scope="module")  # not the session: Playwright's sync API runs an event loop in
 def browser() -> Iterator[Any]:  # this thread while it is open, and later tests run their own
     """Chromium from the system, headless."""
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    if executable is None:
         unavailable(f"Chromium is not installed ({CHROMIUM})")
+        return
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         unavailable("the playwright package is not installed")
         return
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             yield launched
         finally:
